@@ -1,0 +1,91 @@
+"""Token checks for the security schemes in webhook.yaml.
+
+Connexion calls these by the names in ``x-bearerInfoFunc`` / ``x-apikeyInfoFunc``.
+Webhook tokens and read tokens are separate sets, so a webhook token cannot read
+and a read token cannot ingest. Every comparison is constant-time and looks at
+every configured token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from pathlib import Path
+from typing import Any
+
+from app.state import request_state
+
+SESSION_COOKIE = "ninjahook_session"
+_SESSION_CONTEXT = b"ninjahook-dashboard-session-v1"
+
+
+def token_matches(candidate: str, tokens: tuple[str, ...]) -> bool:
+    """True when ``candidate`` equals one of ``tokens``, in time independent of which."""
+    given = candidate.encode("utf-8", "surrogateescape")
+    matched = False
+    for token in tokens:
+        matched |= hmac.compare_digest(given, token.encode("utf-8"))
+    return matched
+
+
+def session_value(token: str) -> str:
+    """The cookie value for a read token: derived from it, not the token itself."""
+    return hmac.new(token.encode(), _SESSION_CONTEXT, hashlib.sha256).hexdigest()
+
+
+def _webhook(token: str, request: Any) -> dict[str, Any] | None:
+    tokens = request_state(request.scope).app.config.webhook_tokens
+    return {"sub": "ninjaone", "scope": "ingest"} if token_matches(token, tokens) else None
+
+
+def webhook_bearer(token: str, request: Any) -> dict[str, Any] | None:
+    """``Authorization: Bearer`` with a webhook token."""
+    return _webhook(token, request)
+
+
+def webhook_query_token(token: str, request: Any) -> dict[str, Any] | None:
+    """``?token=`` with a webhook token (notification channels cannot set headers)."""
+    return _webhook(token, request)
+
+
+def api_bearer(token: str, request: Any) -> dict[str, Any] | None:
+    """``Authorization: Bearer`` with a read token."""
+    tokens = request_state(request.scope).app.config.api_tokens
+    return {"sub": "reader", "scope": "read"} if token_matches(token, tokens) else None
+
+
+def api_cookie(value: str, request: Any) -> dict[str, Any] | None:
+    """The dashboard session cookie derived from a read token."""
+    tokens = request_state(request.scope).app.config.api_tokens
+    derived = tuple(session_value(t) for t in tokens)
+    return {"sub": "dashboard", "scope": "read"} if token_matches(value, derived) else None
+
+
+def generate_token() -> str:
+    """A new random token (256 bits, URL-safe)."""
+    return secrets.token_urlsafe(32)
+
+
+def instance_token(instance: Path, kind: str) -> str | None:
+    """The token generated earlier into the instance folder (``webhook`` or ``api``), if any."""
+    path = instance / f"{kind}-token"
+    return path.read_text().strip() if path.exists() else None
+
+
+def load_or_create_token(instance: Path, kind: str) -> tuple[str, bool]:
+    """The instance folder's generated ``kind`` token (``webhook`` or ``api``); creates it
+    on first use.
+
+    :returns: the token and whether it was created just now.
+    """
+    path = instance / f"{kind}-token"
+    instance.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        return path.read_text().strip(), False
+    token = generate_token()
+    # Create with owner-only permissions before writing the secret.
+    with path.open("x") as fh:
+        path.chmod(0o600)
+        fh.write(token + "\n")
+    return token, True

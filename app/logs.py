@@ -1,0 +1,55 @@
+"""Logging set-up, and the filter that keeps tokens out of every log line."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+_QUERY_TOKEN = re.compile(r"([?&](?:token|access_token|api_key)=)[^&\s\"']*", re.IGNORECASE)
+_BEARER = re.compile(r"(bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with query-string tokens and bearer tokens replaced by ``[REDACTED]``."""
+    return _BEARER.sub(r"\1[REDACTED]", _QUERY_TOKEN.sub(r"\1[REDACTED]", text))
+
+
+def _redact_arg(arg: Any) -> Any:
+    return redact(arg) if isinstance(arg, str) else arg
+
+
+class RedactTokens(logging.Filter):
+    """Rewrites a record's message and arguments so no token reaches a handler."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact_arg(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: _redact_arg(v) for k, v in record.args.items()}
+        return True
+
+
+ACCESS_LOGGERS = ("uvicorn.access", "gunicorn.access", "uvicorn.error", "gunicorn.error")
+
+
+def install_redaction() -> None:
+    """Attach :class:`RedactTokens` to the access and error loggers and their handlers."""
+    flt = RedactTokens()
+    for name in (*ACCESS_LOGGERS, "", "ninjahook", "app", "connexion"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(flt)
+        for handler in logger.handlers:
+            if not any(isinstance(f, RedactTokens) for f in handler.filters):
+                handler.addFilter(flt)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Plain stderr logging at ``level`` with token redaction."""
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    install_redaction()

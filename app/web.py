@@ -1,0 +1,73 @@
+"""What handlers use to reach the application and the current request."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+
+from connexion import context
+from connexion.exceptions import BadRequestProblem
+from flask import current_app
+
+from app.state import SCOPE_KEY, AppState, RequestState
+
+# Operations declare application/problem+json for their errors too, so a handler
+# names the content type of a successful answer: ``return body, 200, JSON``.
+JSON = {"Content-Type": "application/json"}
+
+
+def app_state() -> AppState:
+    """The :class:`AppState` of the running app."""
+    state: AppState = current_app.extensions["ninjahook"]
+    return state
+
+
+def current_request() -> RequestState:
+    """The :class:`RequestState` of the request being handled."""
+    state: RequestState = context.scope[SCOPE_KEY]
+    return state
+
+
+def encode_cursor(last_id: int) -> str:
+    """An opaque cursor for the page after ``last_id``."""
+    return base64.urlsafe_b64encode(f"v1:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    """The id a cursor stands for; 400 naming ``cursor`` when it is not one of ours."""
+    if not cursor:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        version, _, value = text.partition(":")
+        if version != "v1":
+            raise ValueError
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadRequestProblem(detail="cursor: not a cursor returned by this API") from None
+
+
+def parse_time(value: str | None, name: str) -> float | None:
+    """Epoch seconds from ISO 8601 or a number; 400 naming ``name`` otherwise."""
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequestProblem(
+            detail=f"{name}: expected ISO 8601 (2026-01-31T12:00:00Z) or epoch seconds, "
+            f"got {value!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds as an ISO 8601 UTC timestamp."""
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,78 @@
+"""Handlers for the read API over stored activities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connexion import problem
+from flask import Response
+
+from app import reads
+from app.storage.activities import ActivityFilter
+from app.web import JSON, app_state, decode_cursor, parse_time
+
+
+def list_activities(
+    device_id: int | None = None,
+    organization_id: int | None = None,
+    location_id: int | None = None,
+    activity_type: str | None = None,
+    status_code: str | None = None,
+    severity: str | None = None,
+    series_uid: str | None = None,
+    source_name: str | None = None,
+    q: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """A page of activities, newest first."""
+    flt = ActivityFilter(
+        device_id=device_id,
+        organization_id=organization_id,
+        location_id=location_id,
+        activity_type=activity_type,
+        status_code=status_code,
+        severity=severity,
+        series_uid=series_uid,
+        source_name=source_name,
+        text=q,
+        since=parse_time(since, "since"),
+        until=parse_time(until, "until"),
+    )
+    return (
+        reads.activity_page(app_state(), flt, limit=limit, before_id=decode_cursor(cursor)),
+        200,
+        JSON,
+    )
+
+
+def _not_found(activity_id: int) -> Any:
+    return problem(404, "Not Found", f"no activity with id {activity_id} is stored")
+
+
+def get_activity(id_: int) -> Any:
+    """One activity with its payload."""
+    record = reads.activity_detail(app_state(), id_)
+    return (record, 200, JSON) if record is not None else _not_found(id_)
+
+
+def get_activity_raw(id_: int) -> Any:
+    """The exact bytes received."""
+    raw = reads.activity_raw(app_state(), id_)
+    if raw is None:
+        return _not_found(id_)
+    return Response(raw, status=200, mimetype="application/json")
+
+
+def list_rejected(
+    limit: int = 50, cursor: str | None = None
+) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Rejected deliveries, newest first."""
+    return reads.rejected_page(app_state(), limit=limit, before_id=decode_cursor(cursor)), 200, JSON
+
+
+def list_spec_drift() -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Unknown enum values seen."""
+    return {"items": reads.spec_drift(app_state())}, 200, JSON

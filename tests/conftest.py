@@ -1,0 +1,163 @@
+"""Fixtures: a fresh database per test on every configured backend, the app, servers.
+
+SQLite always runs. When NINJAHOOK_TEST_DATABASE_URL points at a PostgreSQL
+server, every test that uses ``database_url`` also runs there: a throwaway
+database is created and migrated once per session, emptied before each test
+and dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from app.db import Database, normalize_url
+from app.storage.tables import metadata
+from tests.support import API_TOKEN, WEBHOOK_TOKEN, LiveServer
+
+PG_ADMIN_URL = os.environ.get("NINJAHOOK_TEST_DATABASE_URL", "")
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_ADMIN_URL else [])
+_ENV_PREFIXES = ("NINJAHOOK_", "NINJAONE_", "GUNICORN_CMD_ARGS")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's or CI's ninjahook settings."""
+    for name in list(os.environ):
+        if name.startswith(_ENV_PREFIXES):
+            monkeypatch.delenv(name)
+
+
+def _pg_url(dbname: str) -> str:
+    return normalize_url(
+        sa.engine.make_url(PG_ADMIN_URL).set(database=dbname).render_as_string(False),
+        Path("."),
+    )
+
+
+def create_pg_database(prefix: str = "ninjahook_test") -> str:
+    """Create an empty PostgreSQL database; returns its psycopg URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(normalize_url(PG_ADMIN_URL, Path(".")), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return _pg_url(name)
+
+
+def drop_pg_database(url: str) -> None:
+    """Drop a database made by :func:`create_pg_database`, closing its sessions."""
+    name = sa.engine.make_url(url).database
+    admin = sa.create_engine(normalize_url(PG_ADMIN_URL, Path(".")), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_session_url() -> Iterator[str]:
+    """One migrated PostgreSQL database for the whole session."""
+    url = create_pg_database()
+    db = Database(url)
+    db.migrate()
+    db.dispose()
+    yield url
+    drop_pg_database(url)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (migrating each time is slower)."""
+    path = tmp_path_factory.mktemp("template") / "ninjahook.sqlite3"
+    db = Database(f"sqlite:///{path}")
+    db.migrate()
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.dispose()
+    return path
+
+
+def empty_all_tables(url: str) -> None:
+    """Delete every row in every table (PostgreSQL: one TRUNCATE)."""
+    engine = sa.create_engine(url)
+    names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database of each configured backend."""
+    if request.param == "sqlite":
+        target = tmp_path / "instance" / "ninjahook.sqlite3"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(request.getfixturevalue("sqlite_template"), target)
+        return f"sqlite:///{target}"
+    url: str = request.getfixturevalue("pg_session_url")
+    empty_all_tables(url)
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> dict[str, Any]:
+    """Settings overrides for create_app: test tokens, this test's database."""
+    return {
+        "instance_path": str(tmp_path / "instance"),
+        "database_url": database_url,
+        "webhook_tokens": WEBHOOK_TOKEN,
+        "api_tokens": API_TOKEN,
+        "background_tasks": "0",
+        "validate_responses": True,
+    }
+
+
+@pytest.fixture
+def make_app(settings: dict[str, Any]) -> Iterator[Callable[..., Any]]:
+    """Build apps from the factory with test settings plus ``overrides``."""
+    from app.factory import create_app
+
+    built: list[Any] = []
+
+    def make(**overrides: Any) -> Any:
+        app = create_app({**settings, **overrides})
+        built.append(app)
+        return app
+
+    yield make
+    for app in built:
+        app.app.extensions["ninjahook"].db.dispose()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Any]) -> Any:
+    """The receiver with test settings."""
+    return make_app()
+
+
+@pytest.fixture
+def state(app: Any) -> Any:
+    """The app's :class:`app.state.AppState`."""
+    return app.app.extensions["ninjahook"]
+
+
+@pytest.fixture
+def client(app: Any) -> Iterator[Any]:
+    """An in-process client (Starlette TestClient through the full middleware stack)."""
+    with app.test_client() as c:
+        yield c
+
+
+@pytest.fixture
+def server(app: Any) -> Iterator[LiveServer]:
+    """The app served by uvicorn on 127.0.0.1 in a thread."""
+    srv = LiveServer(app).start()
+    yield srv
+    srv.stop()

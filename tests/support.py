@@ -1,0 +1,138 @@
+"""Test helpers: tokens, NinjaOne-shaped payloads and a real server on loopback."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+WEBHOOK_TOKEN = "whk_test_token_0123456789abcdef"
+API_TOKEN = "api_test_token_0123456789abcdef"
+INGEST_PATH = "/webhooks/ninjarmm/activity"
+WEBHOOK_HEADERS = {"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"}
+API_HEADERS = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+def condition_activity(
+    activity_id: int,
+    *,
+    status: str = "TRIGGERED",
+    series_uid: str | None = None,
+    device_id: int = 42,
+    organization_id: int = 7,
+    location_id: int = 9,
+    activity_time: float | None = None,
+    severity: str | None = "MAJOR",
+    expand: bool = True,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A CONDITION activity shaped like NinjaOne's deliveries (expanded device by default)."""
+    payload: dict[str, Any] = {
+        "id": activity_id,
+        "activityTime": activity_time if activity_time is not None else 1764300000.123456789,
+        "deviceId": device_id,
+        "seriesUid": series_uid or str(uuid.UUID(int=activity_id)),
+        "activityType": "CONDITION",
+        "statusCode": status,
+        "status": status.title(),
+        "sourceConfigUid": "0c7ed5a2-4c28-4e9c-8b43-8d4d3b0f2f11",
+        "sourceName": "Disk Free Space < 10%",
+        "subject": "Disk space low",
+        "message": "C: has 8% free space (threshold 10%)",
+        "type": "Condition",
+        "data": {"message": {"code": "condition_disk_free", "params": {"threshold": "10"}}},
+    }
+    if severity is not None:
+        payload["severity"] = severity
+        payload["priority"] = "HIGH"
+    if expand:
+        payload["device"] = {
+            "id": device_id,
+            "organizationId": organization_id,
+            "locationId": location_id,
+            "nodeClass": "WINDOWS_SERVER",
+            "approvalStatus": "APPROVED",
+            "offline": False,
+            "displayName": f"SRV-{device_id:03d}",
+            "systemName": f"SRV-{device_id:03d}",
+            "lastContact": 1764299990.5,
+            "references": {
+                "organization": {"id": organization_id, "name": f"Org {organization_id}"},
+                "location": {"id": location_id, "name": f"Site {location_id}"},
+            },
+        }
+    payload.update(extra)
+    return payload
+
+
+def minimal_activity(activity_id: int, **extra: Any) -> dict[str, Any]:
+    """A delivery as a UI notification channel sends it: no expansion, few fields."""
+    payload: dict[str, Any] = {
+        "id": activity_id,
+        "activityTime": 1764300000.5,
+        "deviceId": 17,
+        "activityType": "SYSTEM",
+        "statusCode": "NODE_AUTOMATICALLY_APPROVED",
+        "status": "Node automatically approved",
+        "type": "System",
+        "message": "Device approved automatically",
+        "data": {},
+    }
+    payload.update(extra)
+    return payload
+
+
+def body(payload: dict[str, Any]) -> bytes:
+    """The payload as NinjaOne would send it."""
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LiveServer:
+    """An ASGI app served by uvicorn on 127.0.0.1 in a background thread."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(20)
+
+
+@contextmanager
+def live_server(app: Any) -> Iterator[LiveServer]:
+    """Serve ``app`` on loopback for the duration of the block."""
+    server = LiveServer(app).start()
+    try:
+        yield server
+    finally:
+        server.stop()
