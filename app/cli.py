@@ -12,7 +12,7 @@ import click
 from app.config import SETTINGS, Config, ConfigError, load_config
 
 # Modules that add commands: each has ``register(group: click.Group) -> None``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("app.cli_ninjaone", "app.cli_alerts", "app.cli_delivery")
 
 
 class AppContext:

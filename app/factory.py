@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 # Modules that extend ingest and the server. Each has
 # ``install(state: AppState) -> list[PeriodicTask]``: it may append ingest hooks
 # to ``state.new_activity_hooks`` and returns the periodic tasks it needs.
-EXTENSIONS: tuple[str, ...] = ()
+EXTENSIONS: tuple[str, ...] = ("app.entities", "app.alerts", "app.retention", "app.delivery")
 
 
 def build_state(config: Config) -> AppState:

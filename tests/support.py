@@ -136,3 +136,77 @@ def live_server(app: Any) -> Iterator[LiveServer]:
         yield server
     finally:
         server.stop()
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+class GunicornServer:
+    """The production server (gunicorn + uvicorn workers, gunicorn.conf.py) as a subprocess.
+
+    :param env: ninjahook settings as environment variables (NINJAHOOK_*).
+    """
+
+    def __init__(
+        self, env: dict[str, str], workers: int = 2, port: int | None = None, log_path: Any = None
+    ) -> None:
+        import os
+        import sys
+
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("NINJAHOOK_")},
+            "NINJAHOOK_BIND": f"127.0.0.1:{self.port}",
+            "NINJAHOOK_WORKERS": str(workers),
+            **env,
+        }
+        self.gunicorn = str(__import__("pathlib").Path(sys.executable).with_name("gunicorn"))
+        self.log_path = log_path
+        self.proc: Any = None
+
+    def start(self, timeout: float = 30) -> GunicornServer:
+        import subprocess
+
+        import httpx
+
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [self.gunicorn, "-c", str(ROOT / "gunicorn.conf.py")],
+            cwd=ROOT,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited with {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("gunicorn did not become ready")
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the current workers."""
+        import subprocess
+
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def stop(self, sig: int = 15, timeout: float = 40) -> int:
+        """Send ``sig`` (SIGTERM: graceful) and wait; returns the exit code."""
+        import subprocess
+
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return int(self.proc.wait(timeout))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return int(self.proc.wait(10))

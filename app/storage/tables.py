@@ -76,3 +76,52 @@ task_leases = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("last_run_at", sa.Float, nullable=True),
 )
+
+# --- entity cache (issue: NinjaOne API v2) ----------------------------------------------
+# ``observed_at`` is when NinjaOne's data was true (activityTime for a delivery, the
+# fetch time for `sync`): an update applies only when it is newer, so a late or
+# replayed delivery never overwrites fresher data.
+
+organizations = sa.Table(
+    "organizations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.Text, nullable=True),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("raw", sa.JSON, nullable=True),
+    sa.Column("observed_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+locations = sa.Table(
+    "locations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("organization_id", sa.Integer, nullable=True, index=True),
+    sa.Column("name", sa.Text, nullable=True),
+    sa.Column("raw", sa.JSON, nullable=True),
+    sa.Column("observed_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("organization_id", sa.Integer, nullable=True, index=True),
+    sa.Column("location_id", sa.Integer, nullable=True, index=True),
+    sa.Column("display_name", sa.Text, nullable=True),
+    sa.Column("system_name", sa.Text, nullable=True),
+    sa.Column("node_class", sa.Text, nullable=True),
+    sa.Column("offline", sa.Boolean, nullable=True),
+    sa.Column("last_contact", sa.Float, nullable=True),
+    sa.Column("raw", sa.JSON, nullable=True),
+    sa.Column("observed_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# --- alerts (issue: what is wrong right now) --------------------------------------------
+# Defined by migration 0003.
+
+# --- delivery routing (issue: route activities) -----------------------------------------
+# Defined by migration 0004.
