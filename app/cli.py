@@ -46,9 +46,9 @@ class AppContext:
 
         try:
             state = build_state(self.config)
+            install_extensions(state)
         except ConfigError as exc:
             raise click.ClickException(f"configuration: {exc}") from None
-        install_extensions(state)
         return state
 
 
@@ -125,8 +125,9 @@ def ensure_tokens(config: Config) -> None:
         token, created = load_or_create_token(config.instance, kind)
         path = config.instance / f"{kind}-token"
         if created:
+            label = "a webhook" if kind == "webhook" else "an API (read)"
             click.secho(
-                f"Generated a {kind} token (shown once; kept in {path}):", fg="yellow", err=True
+                f"Generated {label} token (shown once; kept in {path}):", fg="yellow", err=True
             )
             click.echo(f"  {token}", err=True)
             click.echo(f"  Set {env} to use your own.", err=True)
@@ -168,7 +169,10 @@ def serve(app_ctx: AppContext, host: str, port: int, no_migrate: bool) -> None:
     ensure_tokens(config)
     if not no_migrate:
         run_migrations(app_ctx)
-    app = create_app(app_ctx.overrides)
+    try:
+        app = create_app(app_ctx.overrides)
+    except ConfigError as exc:  # e.g. an invalid routes file: file, line and cause
+        fail(f"configuration: {exc}")
     click.echo(
         f"ninjahook listening on http://{host}:{port} "
         f"(deliveries: POST /webhooks/ninjarmm/activity)",
@@ -238,15 +242,26 @@ def rejected_list(app_ctx: AppContext, limit: int, show_body: bool) -> None:
     if not rows:
         console.print("no rejected deliveries")
         return
+    if show_body:
+        # Full records, one block each: a table would wrap bodies and reasons.
+        for r in rows:
+            click.echo(
+                f"#{r.id}  {iso(r.received_at)}  {r.body_bytes} bytes"
+                f"{' (truncated)' if r.truncated else ''}  {r.content_type or ''}"
+            )
+            click.echo(f"  reason: {r.reason}")
+            click.echo("  body:   " + bytes(r.body).decode("utf-8", "replace"))
+            click.echo()
+        return
     table = Table("id", "received", "reason", "bytes", "body")
     for r in rows:
-        body = bytes(r.body).decode("utf-8", "replace")
+        text = bytes(r.body).decode("utf-8", "replace")
         table.add_row(
             str(r.id),
             iso(r.received_at),
             r.reason,
             str(r.body_bytes),
-            body if show_body else body[:60] + ("…" if len(body) > 60 else ""),
+            text[:60] + ("…" if len(text) > 60 else ""),
         )
     console.print(table)
 

@@ -5,14 +5,24 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any
+from urllib.parse import unquote_plus
 
-_QUERY_TOKEN = re.compile(r"([?&](?:token|access_token|api_key)=)[^&\s\"']*", re.IGNORECASE)
-_BEARER = re.compile(r"(bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+_SECRET_QUERY_NAMES = frozenset({"token", "access_token", "api_key"})
+# Every query parameter: its name is compared decoded, because the server decodes
+# "?%74oken=" to "token" and accepts it, while access logs print the raw query.
+_QUERY_PARAM = re.compile(r"([?&])([^=&\s\"'#?]+)=([^&\s\"'#]*)")
+_BEARER = re.compile(r"(bearer\s+)[^\s\"',]+", re.IGNORECASE)
+
+
+def _redact_query_param(match: re.Match[str]) -> str:
+    if unquote_plus(match.group(2)).lower() in _SECRET_QUERY_NAMES:
+        return f"{match.group(1)}{match.group(2)}=[REDACTED]"
+    return match.group(0)
 
 
 def redact(text: str) -> str:
     """``text`` with query-string tokens and bearer tokens replaced by ``[REDACTED]``."""
-    return _BEARER.sub(r"\1[REDACTED]", _QUERY_TOKEN.sub(r"\1[REDACTED]", text))
+    return _BEARER.sub(r"\1[REDACTED]", _QUERY_PARAM.sub(_redact_query_param, text))
 
 
 def _redact_arg(arg: Any) -> Any:
@@ -52,4 +62,6 @@ def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Alembic announces every plugin it loads at INFO; that is noise at every start.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     install_redaction()

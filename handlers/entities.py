@@ -1,31 +1,53 @@
-"""Handlers for entities: generated stubs until implemented."""
+"""Handlers for the entity cache's read API."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from connexion import problem
 
-def list_devices(*args: Any, **kwargs: Any) -> tuple[dict[str, Any], int]:
-    """Not implemented yet: generated from webhook.yaml (handlers.entities.list_devices)."""
-    detail = "handlers.entities.list_devices is described in webhook.yaml but has no handler yet."
-    return {"title": "Not Implemented", "status": 501, "detail": detail}, 501
-
-
-def get_device(*args: Any, **kwargs: Any) -> tuple[dict[str, Any], int]:
-    """Not implemented yet: generated from webhook.yaml (handlers.entities.get_device)."""
-    detail = "handlers.entities.get_device is described in webhook.yaml but has no handler yet."
-    return {"title": "Not Implemented", "status": 501, "detail": detail}, 501
+from app import entities
+from app.web import JSON, app_state, decode_cursor
 
 
-def list_organizations(*args: Any, **kwargs: Any) -> tuple[dict[str, Any], int]:
-    """Not implemented yet: generated from webhook.yaml (handlers.entities.list_organizations)."""
-    detail = (
-        "handlers.entities.list_organizations is described in webhook.yaml but has no handler yet."
+def list_devices(
+    organization_id: int | None = None,
+    location_id: int | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Cached devices by id, with organization and location names."""
+    page = entities.device_page(
+        app_state(),
+        limit=limit,
+        after_id=decode_cursor(cursor),
+        organization_id=organization_id,
+        location_id=location_id,
     )
-    return {"title": "Not Implemented", "status": 501, "detail": detail}, 501
+    return page, 200, JSON
 
 
-def list_locations(*args: Any, **kwargs: Any) -> tuple[dict[str, Any], int]:
-    """Not implemented yet: generated from webhook.yaml (handlers.entities.list_locations)."""
-    detail = "handlers.entities.list_locations is described in webhook.yaml but has no handler yet."
-    return {"title": "Not Implemented", "status": 501, "detail": detail}, 501
+def get_device(id_: int) -> Any:
+    """One cached device."""
+    record = entities.device_detail(app_state(), id_)
+    if record is None:
+        return problem(404, "Not Found", f"no device with id {id_} is cached")
+    return record, 200, JSON
+
+
+def list_organizations(
+    limit: int = 50, cursor: str | None = None
+) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Cached organizations by id."""
+    page = entities.organization_page(app_state(), limit=limit, after_id=decode_cursor(cursor))
+    return page, 200, JSON
+
+
+def list_locations(
+    organization_id: int | None = None, limit: int = 50, cursor: str | None = None
+) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Cached locations by id."""
+    page = entities.location_page(
+        app_state(), limit=limit, after_id=decode_cursor(cursor), organization_id=organization_id
+    )
+    return page, 200, JSON

@@ -94,6 +94,45 @@ def body(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
+def deliver(client: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    """POST ``payload`` to the ingest path with the webhook token; asserts 200, returns the
+    answer."""
+    r = client.post(INGEST_PATH, content=body(payload), headers=WEBHOOK_HEADERS)
+    assert r.status_code == 200, r.text
+    answer: dict[str, Any] = r.json()
+    return answer
+
+
+def seed_entities(db: Any, *, organization_id: int, device_id: int, location_id: int) -> None:
+    """Put one organization, location and device into the entity cache, named like
+    :func:`condition_activity`'s expansion (``Org 7``, ``Site 9``, ``SRV-042``)."""
+    from app.storage.tables import devices, locations, organizations
+
+    with db.begin() as conn:
+        for table, values in (
+            (organizations, {"id": organization_id, "name": f"Org {organization_id}"}),
+            (
+                locations,
+                {
+                    "id": location_id,
+                    "organization_id": organization_id,
+                    "name": f"Site {location_id}",
+                },
+            ),
+            (
+                devices,
+                {
+                    "id": device_id,
+                    "organization_id": organization_id,
+                    "location_id": location_id,
+                    "display_name": f"SRV-{device_id:03d}",
+                },
+            ),
+        ):
+            if conn.execute(table.select().where(table.c.id == values["id"])).first() is None:
+                conn.execute(table.insert().values(**values, observed_at=0.0, updated_at=0.0))
+
+
 def free_port() -> int:
     """A TCP port that was free a moment ago on 127.0.0.1."""
     with socket.socket() as sock:
@@ -210,3 +249,115 @@ class GunicornServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return int(self.proc.wait(10))
+
+
+class DestinationServer:
+    """A webhook destination on 127.0.0.1 that records every request and answers as told.
+
+    :param mode: ``ok`` (200), ``flaky`` (500 to the first attempt of each delivery id,
+        then 200), ``slow`` (200 after ``delay`` seconds), ``hang`` (holds each request
+        until :meth:`stop`), or ``error`` (always ``status``).
+    :param retry_after: sent as Retry-After with every non-2xx answer when set.
+    """
+
+    def __init__(
+        self,
+        mode: str = "ok",
+        *,
+        port: int | None = None,
+        delay: float = 0.0,
+        status: int = 500,
+        retry_after: str | None = None,
+    ) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.mode = mode
+        self.delay = delay
+        self.status = status
+        self.retry_after = retry_after
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.requests: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.received = threading.Event()
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                with outer.lock:
+                    seen = [r for r in outer.requests if r["id"] == headers.get("webhook-id")]
+                    outer.requests.append(
+                        {"id": headers.get("webhook-id"), "headers": headers, "body": raw}
+                    )
+                outer.received.set()
+                code = 200
+                if outer.mode == "flaky" and not seen:
+                    code = 500
+                elif outer.mode == "slow":
+                    time.sleep(outer.delay)
+                elif outer.mode == "hang":
+                    outer.release.wait(60)
+                    return
+                elif outer.mode == "error":
+                    code = outer.status
+                self.send_response(code)
+                if code >= 300 and outer.retry_after is not None:
+                    self.send_header("Retry-After", outer.retry_after)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def start(self) -> DestinationServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def payloads(self) -> list[dict[str, Any]]:
+        """The JSON bodies received, in order."""
+        with self.lock:
+            return [json.loads(r["body"]) for r in self.requests]
+
+    def ids(self) -> list[str]:
+        """The webhook-id of every request received, in order (repeats included)."""
+        with self.lock:
+            return [r["id"] for r in self.requests]
+
+
+def run_cli(args: list[str], env: dict[str, str] | None = None) -> Any:
+    """Invoke the ``ninjahook`` CLI in-process; returns click's Result.
+
+    Unexpected exceptions propagate (an expected failure must end as a one-line
+    error with a non-zero exit code, never as a traceback).
+    """
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    return CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+
+
+def ninjaone_env(emulator: Any, settings: dict[str, Any]) -> dict[str, str]:
+    """Environment for CLI commands: this test's database and tokens, NinjaOne = ``emulator``."""
+    return {
+        "NINJAHOOK_INSTANCE_PATH": settings["instance_path"],
+        "NINJAHOOK_DATABASE_URL": settings["database_url"],
+        "NINJAHOOK_WEBHOOK_TOKENS": WEBHOOK_TOKEN,
+        "NINJAHOOK_API_TOKENS": API_TOKEN,
+        "NINJAONE_BASE_URL": emulator.url,
+        "NINJAONE_CLIENT_ID": emulator.client_id,
+        "NINJAONE_CLIENT_SECRET": emulator.client_secret,
+    }

@@ -34,7 +34,7 @@ def test_serve_generates_tokens_prints_them_once_and_never_accepts_anonymous(
             [NINJAHOOK, "serve"],
             env=env,
             cwd=tmp_path,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -48,7 +48,7 @@ def test_serve_generates_tokens_prints_them_once_and_never_accepts_anonymous(
                 time.sleep(0.1)
         else:
             proc.kill()
-            raise AssertionError(proc.communicate()[1])
+            raise AssertionError(proc.communicate()[0])
         webhook_token = (instance / "webhook-token").read_text().strip()
         assert (
             httpx.post(
@@ -67,6 +67,11 @@ def test_serve_generates_tokens_prints_them_once_and_never_accepts_anonymous(
             },
         )
         assert r.status_code == 200
+        # The query-string form is logged by the access log: it must be redacted there.
+        r = httpx.post(f"{url}{INGEST_PATH}?token={webhook_token}",
+                       content=body(minimal_activity(2)),
+                       headers={"Content-Type": "application/json"})
+        assert r.status_code == 200
         api_token = (instance / "api-token").read_text().strip()
         assert (
             httpx.get(
@@ -75,11 +80,12 @@ def test_serve_generates_tokens_prints_them_once_and_never_accepts_anonymous(
             == 200
         )
         proc.terminate()
-        _, err = proc.communicate(timeout=30)
+        err, _ = proc.communicate(timeout=30)
         return err, webhook_token
 
     err, token = run_once()
-    assert err.count(token) == 1  # printed once, at generation
+    assert err.count(token) == 1  # printed once, at generation; redacted in the access log
+    assert "token=[REDACTED]" in err
     assert (instance / "webhook-token").stat().st_mode & 0o077 == 0
     err, token_again = run_once()
     assert token_again == token and token not in err  # reused, not printed again

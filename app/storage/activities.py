@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
-from app.storage.tables import activities, rejected_deliveries, spec_drift
+from app.storage.tables import (
+    activities,
+    devices,
+    locations,
+    organizations,
+    rejected_deliveries,
+    spec_drift,
+)
 
 # Columns the read API exposes, in API naming.
 ACTIVITY_COLUMNS: Mapping[str, sa.Column[Any]] = {
@@ -48,13 +56,19 @@ def insert_activity(conn: Connection, row: Mapping[str, Any]) -> bool:
     The primary key decides, so concurrent deliveries of one id on any number
     of processes or hosts store exactly one row.
     """
-    stmt = (
-        _insert(conn, activities)
-        .values(**row)
+    return conn.execute(_insert_activity_statement(conn.dialect.name), row).first() is not None
+
+
+@functools.cache
+def _insert_activity_statement(dialect: str) -> Any:
+    # Built once and given the row as parameters: building it with .values(**row) for
+    # every delivery made SQLAlchemy construct and cache-key 20 bound values each time.
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(activities)
         .on_conflict_do_nothing(index_elements=[activities.c.id])
         .returning(activities.c.id)
     )
-    return conn.execute(stmt).first() is not None
 
 
 def existing_activity_ids(conn: Connection, ids: Sequence[int]) -> set[int]:
@@ -130,10 +144,25 @@ def _where(flt: ActivityFilter) -> list[sa.ColumnElement[bool]]:
 
 
 def _record_select() -> sa.Select[Any]:
-    """Every API column under its API name, plus the raw body."""
-    return sa.select(
-        *[col.label(name) for name, col in ACTIVITY_COLUMNS.items()],
-        activities.c.raw.label("raw"),
+    """Every API column under its API name, the raw body, and the names from the entity cache.
+
+    An activity delivered without expansion still gets organization and location
+    names through its cached device.
+    """
+    org_id = sa.func.coalesce(activities.c.organization_id, devices.c.organization_id)
+    loc_id = sa.func.coalesce(activities.c.location_id, devices.c.location_id)
+    return (
+        sa.select(
+            *[col.label(name) for name, col in ACTIVITY_COLUMNS.items()],
+            activities.c.raw.label("raw"),
+            sa.func.coalesce(devices.c.display_name, devices.c.system_name).label("deviceName"),
+            organizations.c.name.label("organizationName"),
+            locations.c.name.label("locationName"),
+        )
+        .select_from(activities)
+        .outerjoin(devices, devices.c.id == activities.c.device_id)
+        .outerjoin(organizations, organizations.c.id == org_id)
+        .outerjoin(locations, locations.c.id == loc_id)
     )
 
 

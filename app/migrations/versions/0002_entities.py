@@ -54,9 +54,17 @@ def upgrade() -> None:
     )
     op.create_index("ix_devices_organization_id", "devices", ["organization_id"])
     op.create_index("ix_devices_location_id", "devices", ["location_id"])
+    op.create_table(
+        "ninjaone_checkpoints",
+        sa.Column("name", sa.String(100)),
+        sa.Column("value", sa.BigInteger, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+        sa.PrimaryKeyConstraint("name", name="pk_ninjaone_checkpoints"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("ninjaone_checkpoints")
     op.drop_table("devices")
     op.drop_table("locations")
     op.drop_table("organizations")

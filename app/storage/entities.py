@@ -1,0 +1,181 @@
+"""Queries on the entity cache (organizations, locations, devices) and NinjaOne checkpoints.
+
+Every write is an upsert guarded by ``observed_at``: a row changes only when the
+incoming data was true later than what is stored, so a late, replayed or
+backfilled delivery never overwrites fresher data. Only the columns the caller
+knows are written; a name-only reference never erases a description or raw JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Row
+
+from app.storage.tables import devices, locations, ninjaone_checkpoints, organizations
+
+TABLES: Mapping[str, sa.Table] = {
+    "organizations": organizations,
+    "locations": locations,
+    "devices": devices,
+}
+
+
+def _insert(conn: Connection, table: sa.Table) -> Any:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def upsert_if_newer(conn: Connection, table: sa.Table, row: Mapping[str, Any]) -> bool:
+    """Insert ``row`` or update the stored one when ``row["observed_at"]`` is newer.
+
+    ``row`` must carry ``id``, ``observed_at`` and ``updated_at``; its other keys are
+    the columns to write. True when a row was inserted or updated.
+    """
+    stmt = _insert(conn, table).values(**row)
+    changes = {key: stmt.excluded[key] for key in row if key != "id"}
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.id],
+        set_=changes,
+        where=table.c.observed_at < stmt.excluded.observed_at,
+    ).returning(table.c.id)
+    return conn.execute(stmt).first() is not None
+
+
+@dataclass
+class SyncCounts:
+    """What one page of ``sync`` did to one table."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def __iadd__(self, other: SyncCounts) -> SyncCounts:
+        self.added += other.added
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        return self
+
+
+def sync_rows(
+    conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]], now: float
+) -> SyncCounts:
+    """Store a page of rows fetched from the API at ``now``, counting what changed.
+
+    A row whose columns equal the stored ones is *unchanged*: only its
+    ``observed_at`` moves forward (so older deliveries still lose against it) and
+    ``updated_at`` keeps the time of the last real change.
+    """
+    counts = SyncCounts()
+    if not rows:
+        return counts
+    ids = [r["id"] for r in rows]
+    stored = {r.id: r._mapping for r in conn.execute(sa.select(table).where(table.c.id.in_(ids)))}
+    for row in rows:
+        before = stored.get(row["id"])
+        if before is None:
+            counts.added += 1
+        elif before["observed_at"] >= now:
+            # Something newer than this fetch (a delivery) is stored already.
+            counts.unchanged += 1
+            continue
+        elif all(before[k] == v for k, v in row.items()):
+            counts.unchanged += 1
+            conn.execute(sa.update(table).where(table.c.id == row["id"]).values(observed_at=now))
+            continue
+        else:
+            counts.updated += 1
+        upsert_if_newer(conn, table, {**row, "observed_at": now, "updated_at": now})
+    return counts
+
+
+def count_rows(conn: Connection, table: sa.Table) -> int:
+    """How many rows ``table`` has."""
+    return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() or 0)
+
+
+def _device_select() -> sa.Select[Any]:
+    return (
+        sa.select(
+            devices,
+            organizations.c.name.label("organization_name"),
+            locations.c.name.label("location_name"),
+        )
+        .select_from(devices)
+        .outerjoin(organizations, organizations.c.id == devices.c.organization_id)
+        .outerjoin(locations, locations.c.id == devices.c.location_id)
+    )
+
+
+def list_devices(
+    conn: Connection,
+    *,
+    limit: int,
+    after_id: int | None = None,
+    organization_id: int | None = None,
+    location_id: int | None = None,
+) -> list[Row[Any]]:
+    """Cached devices by ascending id after ``after_id``, with organization and location names."""
+    stmt = _device_select()
+    if after_id is not None:
+        stmt = stmt.where(devices.c.id > after_id)
+    if organization_id is not None:
+        stmt = stmt.where(devices.c.organization_id == organization_id)
+    if location_id is not None:
+        stmt = stmt.where(devices.c.location_id == location_id)
+    return list(conn.execute(stmt.order_by(devices.c.id).limit(limit)))
+
+
+def get_device(conn: Connection, device_id: int) -> Row[Any] | None:
+    """One cached device with organization and location names, or None."""
+    return conn.execute(_device_select().where(devices.c.id == device_id)).first()
+
+
+def list_organizations(
+    conn: Connection, *, limit: int, after_id: int | None = None
+) -> list[Row[Any]]:
+    """Cached organizations by ascending id after ``after_id``."""
+    stmt = sa.select(organizations)
+    if after_id is not None:
+        stmt = stmt.where(organizations.c.id > after_id)
+    return list(conn.execute(stmt.order_by(organizations.c.id).limit(limit)))
+
+
+def list_locations(
+    conn: Connection,
+    *,
+    limit: int,
+    after_id: int | None = None,
+    organization_id: int | None = None,
+) -> list[Row[Any]]:
+    """Cached locations by ascending id after ``after_id``."""
+    stmt = sa.select(locations)
+    if after_id is not None:
+        stmt = stmt.where(locations.c.id > after_id)
+    if organization_id is not None:
+        stmt = stmt.where(locations.c.organization_id == organization_id)
+    return list(conn.execute(stmt.order_by(locations.c.id).limit(limit)))
+
+
+def get_checkpoint(conn: Connection, name: str) -> int | None:
+    """The value of checkpoint ``name``, or None when it was never set."""
+    value = conn.execute(
+        sa.select(ninjaone_checkpoints.c.value).where(ninjaone_checkpoints.c.name == name)
+    ).scalar()
+    return None if value is None else int(value)
+
+
+def advance_checkpoint(conn: Connection, name: str, value: int, now: float) -> None:
+    """Set checkpoint ``name`` to ``value`` unless it is already at or beyond it."""
+    stmt = _insert(conn, ninjaone_checkpoints).values(name=name, value=value, updated_at=now)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[ninjaone_checkpoints.c.name],
+        set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
+        where=ninjaone_checkpoints.c.value < stmt.excluded.value,
+    )
+    conn.execute(stmt)
