@@ -1,0 +1,433 @@
+"""The delivery outbox: enqueueing, claiming with row locks, outcomes and the read side.
+
+Deliveries move ``pending`` → ``delivering`` (leased to one worker until
+``lease_expires_at``) → ``delivered`` or back to ``pending`` for a retry, or to
+``dead`` (a dead letter). A delivery whose worker died is ``delivering`` with an
+expired lease, and is taken again like a pending one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Row
+
+from app.storage.tables import (
+    activities,
+    deliveries,
+    delivery_alerts,
+    devices,
+    locations,
+    organizations,
+)
+
+PENDING, DELIVERING, DELIVERED, DEAD = "pending", "delivering", "delivered", "dead"
+STATUSES = (PENDING, DELIVERING, DELIVERED, DEAD)
+
+
+def _insert(conn: Connection, table: sa.Table) -> Any:
+    """A dialect-specific INSERT that supports ON CONFLICT."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def cached_entities(conn: Connection, device_id: int) -> dict[str, Any]:
+    """What the entity cache knows about a device, its organization and location,
+    keyed ``device.<field>``, ``organization.name``, ``location.name``."""
+    d, o, loc = devices.c, organizations.c, locations.c
+    row = conn.execute(
+        sa.select(
+            d.display_name,
+            d.system_name,
+            d.node_class,
+            d.organization_id,
+            d.location_id,
+            o.name.label("organization_name"),
+            loc.name.label("location_name"),
+        )
+        .select_from(
+            devices.outerjoin(organizations, o.id == d.organization_id).outerjoin(
+                locations, loc.id == d.location_id
+            )
+        )
+        .where(d.id == device_id)
+    ).first()
+    if row is None:
+        return {}
+    return {
+        "device.displayName": row.display_name,
+        "device.systemName": row.system_name,
+        "device.nodeClass": row.node_class,
+        "device.organizationId": row.organization_id,
+        "device.locationId": row.location_id,
+        "organization.name": row.organization_name,
+        "location.name": row.location_name,
+    }
+
+
+def enqueue(
+    conn: Connection,
+    *,
+    activity_id: int,
+    route: str,
+    destination: str,
+    kind: str,
+    event: str,
+    alert_key: str | None,
+    refers_to: str | None,
+    now: float,
+) -> str | None:
+    """Add a pending delivery; returns its uid, or None when it was enqueued already.
+
+    The unique (activity, route, destination, event) constraint makes this idempotent.
+    """
+    uid = str(uuid.uuid4())
+    stmt = (
+        _insert(conn, deliveries)
+        .values(
+            uid=uid,
+            activity_id=activity_id,
+            route=route,
+            destination=destination,
+            kind=kind,
+            event=event,
+            alert_key=alert_key,
+            refers_to=refers_to,
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing()
+        .returning(deliveries.c.uid)
+    )
+    return conn.execute(stmt).scalar()
+
+
+def _not_older(time_column: Any, activity_time: float | None) -> sa.ColumnElement[bool]:
+    """True unless both times are known and ``activity_time`` is older."""
+    if activity_time is None:
+        return sa.true()
+    return sa.or_(time_column.is_(None), time_column <= activity_time)
+
+
+def open_alert(
+    conn: Connection,
+    route: str,
+    alert_key: str,
+    activity_id: int,
+    activity_time: float | None,
+    now: float,
+) -> bool:
+    """Record a TRIGGERED for ``route``; True when it opens the alert (first time, or
+    again after a RESET), False for a repeat of an alert the route already notified,
+    or for a trigger older than the RESET that closed it (a late delivery).
+
+    The primary key (route, alert_key) and the conditional update decide, so two
+    concurrent repeats never both notify.
+    """
+    a = delivery_alerts.c
+    inserted = conn.execute(
+        _insert(conn, delivery_alerts)
+        .values(
+            route=route,
+            alert_key=alert_key,
+            state="open",
+            opened_activity_id=activity_id,
+            opened_at=now,
+            repeats=0,
+            state_activity_time=activity_time,
+        )
+        .on_conflict_do_nothing()
+        .returning(a.route)
+    ).first()
+    if inserted is not None:
+        return True
+    reopened = conn.execute(
+        sa.update(delivery_alerts)
+        .where(
+            a.route == route,
+            a.alert_key == alert_key,
+            a.state == "resolved",
+            _not_older(a.state_activity_time, activity_time),
+        )
+        .values(
+            state="open",
+            opened_activity_id=activity_id,
+            opened_at=now,
+            resolved_activity_id=None,
+            resolved_at=None,
+            repeats=0,
+            state_activity_time=activity_time,
+        )
+    )
+    if reopened.rowcount:
+        return True
+    conn.execute(
+        sa.update(delivery_alerts)
+        .where(a.route == route, a.alert_key == alert_key)
+        .values(repeats=a.repeats + 1)
+    )
+    return False
+
+
+def resolve_alert(
+    conn: Connection,
+    route: str,
+    alert_key: str,
+    activity_id: int,
+    activity_time: float | None,
+    now: float,
+    *,
+    remember: bool,
+) -> int | None:
+    """Close the route's open alert; returns the activity that opened it, or None when
+    the route had no open alert under ``alert_key`` (or the RESET is older than the
+    TRIGGERED that opened it).
+
+    With ``remember``, a RESET for an alert the route never saw is recorded as a
+    resolved alert, so a TRIGGERED that was sent earlier but arrives later stays quiet.
+    """
+    a = delivery_alerts.c
+    opened_by = conn.execute(
+        sa.update(delivery_alerts)
+        .where(
+            a.route == route,
+            a.alert_key == alert_key,
+            a.state == "open",
+            _not_older(a.state_activity_time, activity_time),
+        )
+        .values(
+            state="resolved",
+            resolved_activity_id=activity_id,
+            resolved_at=now,
+            state_activity_time=activity_time,
+        )
+        .returning(a.opened_activity_id)
+    ).scalar()
+    if opened_by is None and remember:
+        conn.execute(
+            _insert(conn, delivery_alerts)
+            .values(
+                route=route,
+                alert_key=alert_key,
+                state="resolved",
+                opened_activity_id=activity_id,
+                opened_at=now,
+                resolved_activity_id=activity_id,
+                resolved_at=now,
+                repeats=0,
+                state_activity_time=activity_time,
+            )
+            .on_conflict_do_nothing()
+        )
+    return opened_by
+
+
+def notification_uid(
+    conn: Connection, activity_id: int, route: str, destination: str
+) -> str | None:
+    """The uid of the notification ``route`` sent to ``destination`` for an activity."""
+    c = deliveries.c
+    return conn.execute(
+        sa.select(c.uid).where(
+            c.activity_id == activity_id,
+            c.route == route,
+            c.destination == destination,
+            c.event == "notify",
+        )
+    ).scalar()
+
+
+def claim(conn: Connection, *, now: float, lease: float, holder: str, limit: int) -> list[Row[Any]]:
+    """Take up to ``limit`` due deliveries for ``holder`` until ``now + lease``.
+
+    A "resolved" follow-up is not due while its original notification is pending or
+    in flight.
+
+    On PostgreSQL the candidate rows are locked with ``FOR UPDATE SKIP LOCKED``, so
+    concurrent workers on any host take disjoint sets without waiting on each other.
+    SQLite has one writer at a time, which makes the same UPDATE atomic there.
+    """
+    c = deliveries.c
+    original = deliveries.alias("original")
+    due = sa.and_(
+        sa.or_(
+            sa.and_(c.status == PENDING, c.next_attempt_at <= now),
+            sa.and_(c.status == DELIVERING, c.lease_expires_at < now),
+        ),
+        # A "resolved" follow-up waits while the notification it refers to is still
+        # on its way, so a destination never hears of the reset first.
+        sa.or_(
+            c.refers_to.is_(None),
+            ~sa.exists().where(
+                original.c.uid == c.refers_to,
+                original.c.status.in_([PENDING, DELIVERING]),
+            ),
+        ),
+    )
+    candidates = sa.select(c.id).where(due).order_by(c.next_attempt_at, c.id).limit(limit)
+    if conn.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    stmt = (
+        sa.update(deliveries)
+        .where(c.id.in_(candidates.scalar_subquery()), due)
+        .values(
+            status=DELIVERING,
+            attempts=c.attempts + 1,
+            lease_expires_at=now + lease,
+            leased_by=holder,
+            updated_at=now,
+        )
+        .returning(*deliveries.c)
+    )
+    return list(conn.execute(stmt).all())
+
+
+def mark_delivered(
+    conn: Connection, delivery_id: int, holder: str, now: float, status_code: int | None
+) -> bool:
+    """Record success; False when the lease had passed to another worker meanwhile."""
+    c = deliveries.c
+    result = conn.execute(
+        sa.update(deliveries)
+        .where(c.id == delivery_id, c.leased_by == holder, c.status == DELIVERING)
+        .values(
+            status=DELIVERED,
+            delivered_at=now,
+            updated_at=now,
+            lease_expires_at=None,
+            last_status_code=status_code,
+            last_error=None,
+        )
+    )
+    return bool(result.rowcount)
+
+
+def mark_failed(
+    conn: Connection,
+    delivery_id: int,
+    holder: str,
+    now: float,
+    *,
+    error: str,
+    status_code: int | None,
+    retry_at: float | None,
+) -> bool:
+    """Record a failed attempt: pending again at ``retry_at``, or a dead letter when
+    ``retry_at`` is None. False when the lease had passed to another worker."""
+    c = deliveries.c
+    result = conn.execute(
+        sa.update(deliveries)
+        .where(c.id == delivery_id, c.leased_by == holder, c.status == DELIVERING)
+        .values(
+            status=PENDING if retry_at is not None else DEAD,
+            next_attempt_at=retry_at if retry_at is not None else c.next_attempt_at,
+            updated_at=now,
+            lease_expires_at=None,
+            last_error=error,
+            last_status_code=status_code,
+        )
+    )
+    return bool(result.rowcount)
+
+
+def activity_payload(conn: Connection, activity_id: int) -> bytes | None:
+    """The stored raw body of an activity."""
+    raw = conn.execute(sa.select(activities.c.raw).where(activities.c.id == activity_id)).scalar()
+    return bytes(raw) if raw is not None else None
+
+
+def activity_exists(conn: Connection, activity_id: int) -> bool:
+    """Whether an activity is stored."""
+    stmt = sa.select(activities.c.id).where(activities.c.id == activity_id)
+    return conn.execute(stmt).first() is not None
+
+
+@dataclass(frozen=True)
+class DeliveryFilter:
+    """Which deliveries a listing or a re-send covers. None means any."""
+
+    since: float | None = None
+    route: str | None = None
+    destination: str | None = None
+    statuses: Sequence[str] | None = None
+    activity_id: int | None = None
+
+    def where(self) -> list[sa.ColumnElement[bool]]:
+        c = deliveries.c
+        clauses: list[sa.ColumnElement[bool]] = []
+        if self.since is not None:
+            clauses.append(c.created_at >= self.since)
+        if self.route is not None:
+            clauses.append(c.route == self.route)
+        if self.destination is not None:
+            clauses.append(c.destination == self.destination)
+        if self.statuses:
+            clauses.append(c.status.in_(list(self.statuses)))
+        if self.activity_id is not None:
+            clauses.append(c.activity_id == self.activity_id)
+        return clauses
+
+
+def list_deliveries(
+    conn: Connection, flt: DeliveryFilter, *, limit: int, before_id: int | None = None
+) -> list[Row[Any]]:
+    """Deliveries matching ``flt``, newest first, below ``before_id`` when given."""
+    c = deliveries.c
+    stmt = sa.select(deliveries).where(*flt.where())
+    if before_id is not None:
+        stmt = stmt.where(c.id < before_id)
+    return list(conn.execute(stmt.order_by(c.id.desc()).limit(limit)).all())
+
+
+def requeue(conn: Connection, flt: DeliveryFilter, now: float) -> int:
+    """Make matching deliveries pending again, now, with a fresh attempt budget.
+
+    A re-sent delivery keeps its uid: it is the same message, so a destination that
+    received it already can recognise it.
+    """
+    c = deliveries.c
+    result = conn.execute(
+        sa.update(deliveries)
+        .where(*flt.where(), c.status.in_([DELIVERED, DEAD]))
+        .values(
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            lease_expires_at=None,
+            leased_by=None,
+            updated_at=now,
+        )
+    )
+    return int(result.rowcount or 0)
+
+
+def counts_by_destination(conn: Connection) -> list[Row[Any]]:
+    """(destination, kind, status, count) for every combination present."""
+    c = deliveries.c
+    return list(
+        conn.execute(
+            sa.select(c.destination, c.kind, c.status, sa.func.count().label("count"))
+            .group_by(c.destination, c.kind, c.status)
+            .order_by(c.destination, c.status)
+        ).all()
+    )
+
+
+def queue_stats(conn: Connection) -> tuple[int, float | None]:
+    """How many deliveries wait (pending or in flight) and the oldest one's creation time."""
+    c = deliveries.c
+    row = conn.execute(
+        sa.select(sa.func.count(), sa.func.min(c.created_at)).where(
+            c.status.in_([PENDING, DELIVERING])
+        )
+    ).one()
+    return int(row[0] or 0), row[1]

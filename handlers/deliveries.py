@@ -1,0 +1,38 @@
+"""Handlers for routed deliveries and dead letters (read token)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connexion import problem
+
+from app.routing import service
+from app.storage.delivery import DeliveryFilter
+from app.web import JSON, app_state, decode_cursor, parse_time
+
+
+def list_deliveries(
+    status: str | None = None,
+    route: str | None = None,
+    destination: str | None = None,
+    since: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """A page of deliveries, newest first; ``status=dead`` gives the dead letters."""
+    flt = DeliveryFilter(
+        since=parse_time(since, "since"),
+        route=route,
+        destination=destination,
+        statuses=(status,) if status else None,
+    )
+    page = service.delivery_page(app_state(), flt, limit=limit, before_seq=decode_cursor(cursor))
+    return page, 200, JSON
+
+
+def list_activity_deliveries(id_: int) -> Any:
+    """An activity's deliveries, oldest first; 404 when the activity is not stored."""
+    items = service.activity_deliveries(app_state(), id_)
+    if items is None:
+        return problem(404, "Not Found", f"no activity with id {id_} is stored")
+    return {"items": items}, 200, JSON
