@@ -1,17 +1,35 @@
-"""Handlers for alerts: generated stubs until implemented."""
+"""Handlers for alerts derived from CONDITION activities."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from connexion import problem
 
-def list_alerts(*args: Any, **kwargs: Any) -> tuple[dict[str, Any], int]:
-    """Not implemented yet: generated from webhook.yaml (handlers.alerts.list_alerts)."""
-    detail = "handlers.alerts.list_alerts is described in webhook.yaml but has no handler yet."
-    return {"title": "Not Implemented", "status": 501, "detail": detail}, 501
+from app import alerts
+from app.storage.alerts import AlertFilter
+from app.web import JSON, app_state, decode_cursor
 
 
-def get_alert(*args: Any, **kwargs: Any) -> tuple[dict[str, Any], int]:
-    """Not implemented yet: generated from webhook.yaml (handlers.alerts.get_alert)."""
-    detail = "handlers.alerts.get_alert is described in webhook.yaml but has no handler yet."
-    return {"title": "Not Implemented", "status": 501, "detail": detail}, 501
+def list_alerts(
+    state: str = "open",
+    organization_id: int | None = None,
+    device_id: int | None = None,
+    severity: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """A page of alerts, most recently active first."""
+    flt = AlertFilter(
+        state=state, organization_id=organization_id, device_id=device_id, severity=severity
+    )
+    page = alerts.alert_page(app_state(), flt, limit=limit, before_id=decode_cursor(cursor))
+    return page, 200, JSON
+
+
+def get_alert(key: str) -> Any:
+    """One alert with its activity history."""
+    detail = alerts.alert_detail(app_state(), key)
+    if detail is None:
+        return problem(404, "Not Found", f"no alert with key {key!r}")
+    return detail, 200, JSON

@@ -1,11 +1,25 @@
-"""Handlers for metrics: generated stubs until implemented."""
+"""Handler for /metrics (Prometheus text format)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from connexion import context, problem
+from flask import Response
 
-def get_metrics(*args: Any, **kwargs: Any) -> tuple[dict[str, Any], int]:
-    """Not implemented yet: generated from webhook.yaml (handlers.metrics.get_metrics)."""
-    detail = "handlers.metrics.get_metrics is described in webhook.yaml but has no handler yet."
-    return {"title": "Not Implemented", "status": 501, "detail": detail}, 501
+from app import metrics
+from app.web import app_state
+
+
+def get_metrics() -> Any:
+    """Every metric; 401 without a read token unless NINJAHOOK_METRICS_PUBLIC=1."""
+    state = app_state()
+    # The anonymous `{}` alternative in webhook.yaml yields empty token_info.
+    if not context.context.get("token_info") and not state.config.metrics_public:
+        return problem(
+            401,
+            "Unauthorized",
+            "a read token is required (or set NINJAHOOK_METRICS_PUBLIC=1)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return Response(metrics.exposition(state), status=200, content_type=metrics.CONTENT_TYPE)

@@ -1,0 +1,209 @@
+"""Queries on alerts and their activity history."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+
+from app.storage.activities import ACTIVITY_COLUMNS, _insert
+from app.storage.tables import (
+    activities,
+    alert_activities,
+    alerts,
+    devices,
+    locations,
+    organizations,
+)
+
+# The activity columns the alert fold reads, under the names app.alerts uses.
+EVENT_COLUMNS: tuple[sa.ColumnElement[Any], ...] = (
+    activities.c.id,
+    activities.c.activity_time,
+    activities.c.received_at,
+    activities.c.activity_type,
+    activities.c.status_code,
+    activities.c.severity,
+    activities.c.priority,
+    activities.c.device_id,
+    activities.c.organization_id,
+    activities.c.location_id,
+    activities.c.series_uid,
+    activities.c.source_config_uid,
+    activities.c.source_name,
+    activities.c.message,
+)
+
+# What the read API shows for an alert, with names from the entity cache.
+_DEVICE_NAME = sa.func.coalesce(devices.c.display_name, devices.c.system_name)
+
+
+@dataclass(frozen=True)
+class AlertFilter:
+    """Filters for :func:`list_alerts`; None means no filter on that column."""
+
+    state: str = "open"
+    organization_id: int | None = None
+    device_id: int | None = None
+    severity: str | None = None
+
+
+def lock_alert(conn: Connection, key: str) -> None:
+    """Make sure the alert row exists and hold it until the transaction ends.
+
+    Concurrent deliveries for one alert then recompute it one after the other, each
+    seeing the links the previous one committed (PostgreSQL's READ COMMITTED takes a
+    fresh snapshot per statement; SQLite has a single writer anyway).
+    """
+    conn.execute(
+        _insert(conn, alerts)
+        .values(key=key, state="closed", acknowledged=False)
+        .on_conflict_do_nothing(index_elements=[alerts.c.key])
+    )
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(alerts.c.key).where(alerts.c.key == key).with_for_update())
+
+
+def link_activity(conn: Connection, key: str, activity_id: int) -> None:
+    """Add an activity to an alert's history (once, whatever happens)."""
+    conn.execute(
+        _insert(conn, alert_activities)
+        .values(alert_key=key, activity_id=activity_id)
+        .on_conflict_do_nothing(
+            index_elements=[alert_activities.c.alert_key, alert_activities.c.activity_id]
+        )
+    )
+
+
+def alert_events(conn: Connection, key: str) -> list[Row[Any]]:
+    """The stored activities of one alert (the fold's input columns), in any order."""
+    stmt = (
+        sa.select(*EVENT_COLUMNS)
+        .join(alert_activities, alert_activities.c.activity_id == activities.c.id)
+        .where(alert_activities.c.alert_key == key)
+    )
+    return list(conn.execute(stmt))
+
+
+def write_alert(conn: Connection, key: str, values: Mapping[str, Any]) -> None:
+    """Replace an existing alert row's columns."""
+    conn.execute(sa.update(alerts).where(alerts.c.key == key).values(**values))
+
+
+def condition_events(conn: Connection, *, batch: int = 5000) -> Iterator[list[Row[Any]]]:
+    """Every stored CONDITION* activity (the fold's columns), in id order, ``batch`` at a time."""
+    after = -1
+    while True:
+        rows = list(
+            conn.execute(
+                sa.select(*EVENT_COLUMNS)
+                .where(activities.c.activity_type.like("CONDITION%"), activities.c.id > after)
+                .order_by(activities.c.id)
+                .limit(batch)
+            )
+        )
+        if not rows:
+            return
+        yield rows
+        after = rows[-1].id
+
+
+def count_condition_activities(conn: Connection) -> int:
+    """How many CONDITION* activities are stored (for progress output)."""
+    stmt = sa.select(sa.func.count()).where(activities.c.activity_type.like("CONDITION%"))
+    return int(conn.execute(stmt).scalar() or 0)
+
+
+def replace_all(
+    conn: Connection, rows: Sequence[Mapping[str, Any]], links: Sequence[tuple[str, int]]
+) -> None:
+    """Drop every alert and link, then store ``rows`` and ``links`` (``alerts rebuild``)."""
+    conn.execute(sa.delete(alert_activities))
+    conn.execute(sa.delete(alerts))
+    for start in range(0, len(rows), 1000):
+        conn.execute(sa.insert(alerts), [dict(r) for r in rows[start : start + 1000]])
+    for start in range(0, len(links), 5000):
+        conn.execute(
+            sa.insert(alert_activities),
+            [{"alert_key": k, "activity_id": a} for k, a in links[start : start + 5000]],
+        )
+
+
+def _alert_select() -> sa.Select[Any]:
+    return (
+        sa.select(
+            alerts,
+            _DEVICE_NAME.label("device_name"),
+            organizations.c.name.label("organization_name"),
+            locations.c.name.label("location_name"),
+        )
+        .select_from(alerts)
+        .outerjoin(devices, devices.c.id == alerts.c.device_id)
+        .outerjoin(organizations, organizations.c.id == alerts.c.organization_id)
+        .outerjoin(locations, locations.c.id == alerts.c.location_id)
+    )
+
+
+def list_alerts(
+    conn: Connection, flt: AlertFilter, *, limit: int, before_id: int | None = None
+) -> list[Row[Any]]:
+    """Up to ``limit`` alerts matching ``flt``, most recently active (by last activity id)
+    first, below ``before_id``; rows carry the entity names."""
+    stmt = _alert_select().where(alerts.c.last_activity_id.is_not(None))
+    if flt.state != "all":
+        stmt = stmt.where(alerts.c.state == flt.state)
+    if flt.organization_id is not None:
+        stmt = stmt.where(alerts.c.organization_id == flt.organization_id)
+    if flt.device_id is not None:
+        stmt = stmt.where(alerts.c.device_id == flt.device_id)
+    if flt.severity is not None:
+        stmt = stmt.where(alerts.c.severity == flt.severity)
+    if before_id is not None:
+        stmt = stmt.where(alerts.c.last_activity_id < before_id)
+    return list(conn.execute(stmt.order_by(alerts.c.last_activity_id.desc()).limit(limit)))
+
+
+def get_alert(conn: Connection, key: str) -> Row[Any] | None:
+    """One alert with entity names, or None."""
+    return conn.execute(_alert_select().where(alerts.c.key == key)).first()
+
+
+def alert_history(conn: Connection, key: str) -> list[Row[Any]]:
+    """An alert's activities under API column names with ``raw`` and entity names, oldest
+    first (by activityTime, as the alert was folded)."""
+    order_time = sa.func.coalesce(activities.c.activity_time, activities.c.received_at)
+    stmt = (
+        sa.select(
+            *[col.label(name) for name, col in ACTIVITY_COLUMNS.items()],
+            activities.c.raw.label("raw"),
+            _DEVICE_NAME.label("deviceName"),
+            organizations.c.name.label("organizationName"),
+            locations.c.name.label("locationName"),
+        )
+        .select_from(activities)
+        .join(alert_activities, alert_activities.c.activity_id == activities.c.id)
+        .outerjoin(devices, devices.c.id == activities.c.device_id)
+        .outerjoin(organizations, organizations.c.id == activities.c.organization_id)
+        .outerjoin(locations, locations.c.id == activities.c.location_id)
+        .where(alert_activities.c.alert_key == key)
+        .order_by(order_time, activities.c.id)
+    )
+    return list(conn.execute(stmt))
+
+
+def all_alerts(conn: Connection) -> list[Row[Any]]:
+    """Every alert row (no names), by key; for comparisons and exports."""
+    return list(conn.execute(sa.select(alerts).order_by(alerts.c.key)))
+
+
+def open_alerts_by_severity(conn: Connection) -> dict[str | None, int]:
+    """How many alerts are open, per severity (None: no severity given)."""
+    stmt = (
+        sa.select(alerts.c.severity, sa.func.count())
+        .where(alerts.c.state == "open")
+        .group_by(alerts.c.severity)
+    )
+    return {row[0]: int(row[1]) for row in conn.execute(stmt)}

@@ -1,0 +1,274 @@
+"""Alerts from CONDITION deliveries: lifecycle, order independence, reads, rebuild."""
+
+from __future__ import annotations
+
+import random
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from app import alerts
+from app.alerts import alert_key
+from app.cli import main as cli
+from app.ingest import ingest_activity
+from app.storage.alerts import all_alerts
+from tests.support import (
+    API_HEADERS,
+    INGEST_PATH,
+    WEBHOOK_HEADERS,
+    body,
+    condition_activity,
+    deliver,
+    seed_entities,
+)
+
+T0 = 1764300000.0
+SERIES = "5f0c1c4e-0000-4000-8000-00000000a11e"
+
+
+def alert(client: Any, key: str) -> dict[str, Any]:
+    r = client.get(f"/alerts/{key}", headers=API_HEADERS)
+    assert r.status_code == 200, r.text
+    result: dict[str, Any] = r.json()
+    return result
+
+
+def alerts_page(client: Any, query: str = "") -> dict[str, Any]:
+    r = client.get(f"/alerts{query}", headers=API_HEADERS)
+    assert r.status_code == 200, r.text
+    result: dict[str, Any] = r.json()
+    return result
+
+
+def lifecycle(
+    series: str = SERIES, start_id: int = 1000, device_id: int = 42
+) -> list[dict[str, Any]]:
+    """TRIGGERED, ACKNOWLEDGED, RESET of one condition, a minute apart."""
+    return [
+        condition_activity(
+            start_id + n,
+            status=status,
+            series_uid=series,
+            device_id=device_id,
+            activity_time=T0 + 60 * n,
+        )
+        for n, status in enumerate(("TRIGGERED", "ACKNOWLEDGED", "RESET"))
+    ]
+
+
+def test_trigger_opens_and_reset_closes_with_names_from_the_entity_cache(
+    client: Any, state: Any
+) -> None:
+    seed_entities(state.db, organization_id=7, device_id=42, location_id=9)
+    triggered, acknowledged, reset = lifecycle()
+    deliver(client, triggered)
+    opened = alert(client, SERIES)
+    assert opened["state"] == "open"
+    assert opened["acknowledged"] is False
+    assert opened["openedAt"] == pytest.approx(T0)
+    assert (opened["deviceName"], opened["organizationName"], opened["locationName"]) == (
+        "SRV-042",
+        "Org 7",
+        "Site 9",
+    )
+    assert opened["severity"] == "MAJOR"
+    assert [h["id"] for h in opened["history"]] == [triggered["id"]]
+    deliver(client, acknowledged)
+    assert alert(client, SERIES)["acknowledged"] is True
+    deliver(client, reset)
+    closed = alert(client, SERIES)
+    assert closed["state"] == "closed"
+    assert closed["closedAt"] == pytest.approx(T0 + 120)
+    assert [h["statusCode"] for h in closed["history"]] == ["TRIGGERED", "ACKNOWLEDGED", "RESET"]
+    assert closed["history"][0]["payload"]["seriesUid"] == SERIES
+
+
+def test_reset_arriving_before_its_trigger_leaves_the_alert_closed(client: Any) -> None:
+    triggered, _, reset = lifecycle()
+    deliver(client, reset)
+    assert alert(client, SERIES)["state"] == "closed"
+    deliver(client, triggered)
+    late = alert(client, SERIES)
+    assert late["state"] == "closed"
+    assert late["openedAt"] == pytest.approx(T0)
+    assert late["closedAt"] == pytest.approx(T0 + 120)
+    assert alerts_page(client)["items"] == []
+
+
+def test_a_new_trigger_after_a_reset_reopens_the_alert(client: Any) -> None:
+    triggered, _, reset = lifecycle()
+    again = condition_activity(2000, series_uid=SERIES, activity_time=T0 + 600, severity="CRITICAL")
+    for payload in (triggered, reset, again):
+        deliver(client, payload)
+    reopened = alert(client, SERIES)
+    assert (reopened["state"], reopened["severity"]) == ("open", "CRITICAL")
+    assert reopened["openedAt"] == pytest.approx(T0 + 600)
+    assert reopened["closedAt"] is None
+
+
+def test_redeliveries_change_nothing(client: Any, state: Any) -> None:
+    triggered, _, reset = lifecycle()
+    deliver(client, triggered)
+    deliver(client, reset)
+    with state.db.connect() as conn:
+        before = all_alerts(conn)
+    assert deliver(client, triggered)["duplicate"] is True
+    with state.db.connect() as conn:
+        assert all_alerts(conn) == before
+    assert len(alert(client, SERIES)["history"]) == 2
+
+
+def test_without_series_uid_the_key_is_device_and_source_config(client: Any) -> None:
+    payload = condition_activity(3000)
+    del payload["seriesUid"]
+    key = f"42:{payload['sourceConfigUid']}"
+    assert alert_key(payload) == key
+    deliver(client, payload)
+    assert alert(client, key)["state"] == "open"
+
+
+def test_other_activity_types_make_no_alert(client: Any) -> None:
+    deliver(client, condition_activity(3100, activityType="SYSTEM"))
+    assert alerts_page(client, "?state=all")["items"] == []
+
+
+def test_condition_subtypes_make_alerts(client: Any) -> None:
+    deliver(client, condition_activity(3200, series_uid="sub", activityType="CONDITION_ACTION"))
+    assert alert(client, "sub")["activityType"] == "CONDITION_ACTION"
+
+
+def test_list_filters_by_state_organization_device_and_severity(client: Any) -> None:
+    deliver(client, condition_activity(1, series_uid="a", organization_id=1, device_id=10))
+    deliver(
+        client,
+        condition_activity(2, series_uid="b", organization_id=2, device_id=20, severity="MINOR"),
+    )
+    deliver(client, condition_activity(3, series_uid="c", organization_id=2, device_id=21))
+    deliver(
+        client,
+        condition_activity(
+            4, series_uid="c", status="RESET", organization_id=2, device_id=21, activity_time=T0 + 9
+        ),
+    )
+
+    def keys(query: str) -> list[str]:
+        return [a["key"] for a in alerts_page(client, query)["items"]]
+
+    assert keys("") == ["b", "a"]
+    assert keys("?state=closed") == ["c"]
+    assert keys("?state=all") == ["c", "b", "a"]
+    assert keys("?organizationId=2") == ["b"]
+    assert keys("?state=all&organizationId=2&deviceId=21") == ["c"]
+    assert keys("?severity=MINOR") == ["b"]
+
+
+def test_list_pages_with_a_cursor(client: Any) -> None:
+    for n in range(5):
+        deliver(client, condition_activity(100 + n, series_uid=f"s{n}"))
+    seen: list[str] = []
+    query = "?limit=2"
+    while True:
+        page = alerts_page(client, query)
+        seen += [a["key"] for a in page["items"]]
+        if page["nextCursor"] is None:
+            break
+        query = f"?limit=2&cursor={page['nextCursor']}"
+    assert seen == ["s4", "s3", "s2", "s1", "s0"]
+
+
+def test_unknown_alert_is_404_and_bad_state_is_400(client: Any) -> None:
+    assert client.get("/alerts/nope", headers=API_HEADERS).status_code == 404
+    r = client.get("/alerts?state=broken", headers=API_HEADERS)
+    assert r.status_code == 400
+    assert "state" in r.json()["detail"]
+    assert client.get("/alerts").status_code == 401
+
+
+def _history(seed: int) -> list[dict[str, Any]]:
+    """Several conditions on several devices, each triggered, acknowledged, reset and
+    triggered again at random, with some events sharing one activityTime."""
+    rng = random.Random(seed)
+    payloads = []
+    next_id = 10_000
+    for series in range(12):
+        for step in range(rng.randint(1, 6)):
+            status = rng.choice(["TRIGGERED", "TRIGGERED", "RESET", "ACKNOWLEDGED"])
+            payload = condition_activity(
+                next_id,
+                status=status,
+                series_uid=None if series % 4 == 0 else f"series-{series}",
+                device_id=40 + series % 3,
+                organization_id=1 + series % 2,
+                activity_time=T0 + 30 * (step // 2),
+                severity=rng.choice(["MINOR", "MAJOR", "CRITICAL", None]),
+                sourceConfigUid=f"policy-{series}",
+            )
+            if series % 4 == 0:
+                del payload["seriesUid"]
+            payloads.append(payload)
+            next_id += 1
+    return payloads
+
+
+def test_shuffled_delivery_orders_and_rebuild_give_identical_alerts(
+    make_app: Any, database_url: str
+) -> None:
+    payloads = _history(seed=4)
+    app = make_app()
+    state = app.app.extensions["ninjahook"]
+    results = []
+    for order_seed in (1, 2, 3):
+        shuffled = payloads[:]
+        random.Random(order_seed).shuffle(shuffled)
+        with state.db.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM alert_activities")
+            conn.exec_driver_sql("DELETE FROM alerts")
+            conn.exec_driver_sql("DELETE FROM activities")
+        for payload in shuffled + shuffled[:5]:  # and a few redeliveries
+            ingest_activity(state, body(payload), payload)
+        with state.db.connect() as conn:
+            results.append(all_alerts(conn))
+    assert results[0] == results[1] == results[2]
+    assert {r.state for r in results[0]} == {"open", "closed"}
+    assert len(results[0]) == 12
+    with app.test_client() as client:
+        detail = alert(client, results[0][0].key)
+    assert len(detail["history"]) >= 1
+
+    outcome = CliRunner().invoke(cli, ["--database-url", database_url, "alerts", "rebuild"])
+    assert outcome.exit_code == 0, outcome.output
+    assert "12 alerts" in outcome.output
+    with state.db.connect() as conn:
+        assert all_alerts(conn) == results[0]
+
+
+def test_concurrent_deliveries_of_one_alert_end_like_a_rebuild(server: Any, state: Any) -> None:
+    rng = random.Random(9)
+    payloads = [
+        condition_activity(
+            500 + n,
+            series_uid="contended",
+            status=rng.choice(["TRIGGERED", "RESET", "ACKNOWLEDGED"]),
+            activity_time=T0 + rng.randint(0, 20),
+        )
+        for n in range(40)
+    ]
+
+    def post(payload: dict[str, Any]) -> int:
+        with httpx.Client(base_url=server.url) as http:
+            return http.post(
+                INGEST_PATH, content=body(payload), headers=WEBHOOK_HEADERS
+            ).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(post, payloads)) == {200}
+    with state.db.connect() as conn:
+        incremental = all_alerts(conn)
+    with state.db.begin() as conn:
+        alerts.rebuild(conn)
+    with state.db.connect() as conn:
+        assert all_alerts(conn) == incremental
+    assert [r.key for r in incremental] == ["contended"]
