@@ -52,6 +52,13 @@ def _parse_sync(value: str) -> str:
     return mode
 
 
+def _parse_bridge(value: str) -> str:
+    mode = value.strip().lower()
+    if mode not in {"auto", "inline", "thread", "a2wsgi"}:
+        raise ValueError(f"expected auto, inline, thread or a2wsgi, got {value!r}")
+    return mode
+
+
 def _parse_duration(value: str) -> int:
     """Seconds from ``90``, ``90s``, ``15m``, ``2h`` or ``1d``; ``0``/``off`` disables."""
     text = value.strip().lower()
@@ -61,6 +68,21 @@ def _parse_duration(value: str) -> int:
     if text[-1] in units:
         return int(float(text[:-1]) * units[text[-1]])
     return int(text)
+
+
+def _parse_seconds(value: str) -> float:
+    """Non-negative seconds, fractions allowed (``0.2``)."""
+    seconds = float(value.strip().rstrip("s"))
+    if seconds < 0:
+        raise ValueError(f"expected seconds >= 0, got {value!r}")
+    return seconds
+
+
+def _parse_worker_mode(value: str) -> str:
+    mode = value.strip().lower()
+    if mode not in {"auto", "on", "off"}:
+        raise ValueError(f"expected auto, on or off, got {value!r}")
+    return mode
 
 
 @dataclass(frozen=True)
@@ -116,12 +138,38 @@ SETTINGS: tuple[Setting, ...] = (
         _parse_int,
     ),
     Setting(
+        "body_timeout",
+        30.0,
+        "NINJAHOOK_BODY_TIMEOUT",
+        "Seconds a client may take to send a whole request body; a slower (slow-drip) "
+        "body gets 408. 0 disables.",
+        _parse_seconds,
+    ),
+    Setting(
         "sqlite_synchronous",
         "NORMAL",
         "NINJAHOOK_SQLITE_SYNCHRONOUS",
         "SQLite durability: NORMAL (WAL; survives a killed process) or FULL "
         "(also survives power loss, slower).",
         _parse_sync,
+    ),
+    Setting(
+        "sqlite_writer_lock",
+        True,
+        "NINJAHOOK_SQLITE_WRITER_LOCK",
+        "SQLite: queue write transactions of all workers on a file lock beside the "
+        "database instead of SQLite's sleeping busy handler (faster with several workers).",
+        _parse_bool,
+    ),
+    Setting(
+        "ingest_bridge",
+        "auto",
+        "NINJAHOOK_INGEST_BRIDGE",
+        "How deliveries reach the Flask side: inline (buffered, on the worker's event "
+        "loop), thread (buffered, one hand-off to a thread), a2wsgi (Connexion's own "
+        "bridge) or auto (inline on SQLite, whose writes are serialized anyway; thread "
+        "on PostgreSQL, where concurrent commits overlap). Other requests use a2wsgi.",
+        _parse_bridge,
     ),
     Setting("log_level", "INFO", "NINJAHOOK_LOG_LEVEL", "Log level (DEBUG, INFO, WARNING…)."),
     Setting("host", "127.0.0.1", "NINJAHOOK_HOST", "Address `ninjahook serve` listens on."),
@@ -152,6 +200,63 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "NINJAHOOK_ROUTES",
         "YAML file of routes that forward activities to destinations.",
+    ),
+    Setting(
+        "delivery_worker",
+        "auto",
+        "NINJAHOOK_DELIVERY_WORKER",
+        "Deliver routed activities from inside the server: auto (on SQLite only; run "
+        "`ninjahook worker` beside PostgreSQL), on or off.",
+        _parse_worker_mode,
+    ),
+    Setting(
+        "delivery_max_attempts",
+        8,
+        "NINJAHOOK_DELIVERY_MAX_ATTEMPTS",
+        "Attempts per delivery before it becomes a dead letter.",
+        _parse_int,
+    ),
+    Setting(
+        "delivery_backoff",
+        10.0,
+        "NINJAHOOK_DELIVERY_BACKOFF",
+        "Seconds before the first retry; doubles per attempt, with jitter.",
+        _parse_seconds,
+    ),
+    Setting(
+        "delivery_backoff_max",
+        3600.0,
+        "NINJAHOOK_DELIVERY_BACKOFF_MAX",
+        "Longest wait between retries in seconds (a destination's Retry-After may ask for more).",
+        _parse_seconds,
+    ),
+    Setting(
+        "delivery_lease",
+        60.0,
+        "NINJAHOOK_DELIVERY_LEASE",
+        "Seconds a worker holds a delivery; one whose worker died is retried after this.",
+        _parse_seconds,
+    ),
+    Setting(
+        "delivery_timeout",
+        10.0,
+        "NINJAHOOK_DELIVERY_TIMEOUT",
+        "Seconds to wait for a destination to answer.",
+        _parse_seconds,
+    ),
+    Setting(
+        "delivery_concurrency",
+        4,
+        "NINJAHOOK_DELIVERY_CONCURRENCY",
+        "Deliveries a worker sends at once (a slow destination does not hold up the rest).",
+        _parse_int,
+    ),
+    Setting(
+        "delivery_poll_interval",
+        1.0,
+        "NINJAHOOK_DELIVERY_POLL_INTERVAL",
+        "Seconds an idle worker waits before looking for due deliveries again.",
+        _parse_seconds,
     ),
     Setting(
         "background_tasks",

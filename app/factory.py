@@ -15,20 +15,33 @@ from connexion.options import SwaggerUIOptions
 from app.auth import instance_token, load_or_create_token
 from app.background import PeriodicTask, Scheduler
 from app.config import Config, load_config
+from app.connexion_tuning import load_specification, tune_app
 from app.db import Database, normalize_url
 from app.logs import install_redaction
-from app.middleware import BodyLimitMiddleware, RequestStateMiddleware
+from app.metrics import IngestMetricsMiddleware
+from app.middleware import (
+    BodyLimitMiddleware,
+    BodyTimeoutMiddleware,
+    HeaderLimitMiddleware,
+    RequestStateMiddleware,
+)
 from app.problems import register_error_handlers
 from app.spec import SPEC_PATH
 from app.state import AppState
-from app.validation import DeliveryBodyValidator
+from app.validation import DeliveryBodyValidator, NamedParameterValidator
 
 log = logging.getLogger(__name__)
 
 # Modules that extend ingest and the server. Each has
 # ``install(state: AppState) -> list[PeriodicTask]``: it may append ingest hooks
 # to ``state.new_activity_hooks`` and returns the periodic tasks it needs.
-EXTENSIONS: tuple[str, ...] = ("app.entities", "app.alerts", "app.retention", "app.delivery")
+EXTENSIONS: tuple[str, ...] = (
+    "app.entities",
+    "app.alerts",
+    "app.retention",
+    "app.delivery",
+    "app.metrics",
+)
 
 
 def build_state(config: Config) -> AppState:
@@ -49,6 +62,7 @@ def build_state(config: Config) -> AppState:
     db = Database(
         normalize_url(config.database_url, config.instance),
         sqlite_synchronous=config.sqlite_synchronous,
+        sqlite_writer_lock=config.sqlite_writer_lock,
     )
     return AppState(config=config, db=db)
 
@@ -90,8 +104,11 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> FlaskApp:
 
     app = FlaskApp(__name__, specification_dir=str(SPEC_PATH.parent), lifespan=lifespan)
     app.add_api(
-        SPEC_PATH.name,
-        validator_map={"body": {"application/json": DeliveryBodyValidator}},
+        load_specification(SPEC_PATH),
+        validator_map={
+            "body": {"application/json": DeliveryBodyValidator},
+            "parameter": NamedParameterValidator,
+        },
         validate_responses=validate_responses,
         pythonic_params=True,
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/docs"),
@@ -99,12 +116,27 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> FlaskApp:
     app.add_middleware(
         RequestStateMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, state=state
     )
+    # Inside RequestStateMiddleware (it sees the request state) and outside the exception
+    # layer (it sees the 401/400/413 answers that no handler makes).
+    app.add_middleware(
+        IngestMetricsMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, state=state
+    )
     app.add_middleware(
         BodyLimitMiddleware,
         position=MiddlewarePosition.BEFORE_SWAGGER,
         limit=config.max_body_bytes,
     )
+    app.add_middleware(HeaderLimitMiddleware, position=MiddlewarePosition.BEFORE_SWAGGER)
+    app.add_middleware(
+        BodyTimeoutMiddleware,
+        position=MiddlewarePosition.BEFORE_SWAGGER,
+        seconds=config.body_timeout,
+    )
     register_error_handlers(app)
+    bridge = config.ingest_bridge
+    if bridge == "auto":
+        bridge = "inline" if state.db.is_sqlite else "thread"
+    tune_app(app, bridge=bridge)
     app.app.extensions["ninjahook"] = state
     app.app.extensions["ninjahook.scheduler"] = scheduler
     return app

@@ -889,4 +889,13 @@ OPERATION_IDS: tuple[str, ...] = (
     'handlers.alerts.list_alerts',
     'handlers.alerts.get_alert',
     'handlers.metrics.get_metrics',
+    'handlers.dashboard.index',
+    'handlers.dashboard.login',
+    'handlers.dashboard.logout',
+    'handlers.dashboard.live',
+    'handlers.dashboard.activity_page',
+    'handlers.dashboard.alert_page',
+    'handlers.dashboard.static_file',
+    'handlers.deliveries.list_deliveries',
+    'handlers.deliveries.list_activity_deliveries',
 )

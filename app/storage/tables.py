@@ -120,8 +120,123 @@ devices = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 
+# Progress markers for NinjaOne API work, e.g. the newest activity id up to which a
+# backfill has seen NinjaOne's whole log (the next backfill starts after it).
+ninjaone_checkpoints = sa.Table(
+    "ninjaone_checkpoints",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 # --- alerts (issue: what is wrong right now) --------------------------------------------
 # Defined by migration 0003.
 
+# One row per alert. Its columns are a pure function of the linked activities (folded
+# in activityTime order, see app.alerts), so `alerts rebuild` reproduces them exactly.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("acknowledged", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("device_id", sa.Integer, nullable=True),
+    sa.Column("organization_id", sa.Integer, nullable=True),
+    sa.Column("location_id", sa.Integer, nullable=True),
+    sa.Column("severity", sa.Text, nullable=True),
+    sa.Column("priority", sa.Text, nullable=True),
+    sa.Column("activity_type", sa.Text, nullable=True),
+    sa.Column("source_name", sa.Text, nullable=True),
+    sa.Column("message", sa.Text, nullable=True),
+    sa.Column("opened_at", sa.Float, nullable=True),
+    sa.Column("closed_at", sa.Float, nullable=True),
+    sa.Column("last_activity_time", sa.Float, nullable=True),
+    sa.Column("last_activity_id", sa.BigInteger, nullable=True),
+    sa.Index("ix_alerts_state_last_activity_time", "state", "last_activity_time"),
+    sa.Index("ix_alerts_organization_id", "organization_id"),
+    sa.Index("ix_alerts_device_id", "device_id"),
+)
+
+# Which activities make up an alert's history. The primary key makes a redelivery or a
+# rebuild link an activity once.
+alert_activities = sa.Table(
+    "alert_activities",
+    metadata,
+    sa.Column("alert_key", sa.String(300), primary_key=True),
+    sa.Column("activity_id", sa.BigInteger, primary_key=True),
+    sa.Index("ix_alert_activities_activity_id", "activity_id"),
+)
+
+# Counters for /metrics that must add up across gunicorn workers and hosts: every
+# process adds its increments to these rows (see app.metrics).
+metric_counters = sa.Table(
+    "metric_counters",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("labels", sa.String(500), primary_key=True),
+    sa.Column("value", sa.Float, nullable=False),
+)
+
+# Search on /activities pages newest first (ORDER BY id DESC) under an equality filter:
+# (column, id) lets that be one index range read backwards, however many rows are stored.
+sa.Index("ix_activities_organization_id_id", activities.c.organization_id, activities.c.id)
+sa.Index("ix_activities_location_id_id", activities.c.location_id, activities.c.id)
+sa.Index("ix_activities_source_name_id", activities.c.source_name, activities.c.id)
+sa.Index("ix_activities_activity_type_id", activities.c.activity_type, activities.c.id)
+
 # --- delivery routing (issue: route activities) -----------------------------------------
-# Defined by migration 0004.
+# Defined by migration 0004. ``deliveries`` is a transactional outbox: rows are inserted
+# in the ingest transaction and taken by workers with row locks. ``delivery_alerts`` is
+# each route's own view of an alert, so "once per alert" and the "resolved" follow-up
+# do not depend on any other table.
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # Sent with every attempt (webhook-id, Idempotency-Key) so destinations can deduplicate.
+    sa.Column("uid", sa.String(40), nullable=False),
+    sa.Column("activity_id", sa.BigInteger, nullable=False),
+    sa.Column("route", sa.String(200), nullable=False),
+    sa.Column("destination", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    # "notify", or "resolved" for the follow-up to an alert's RESET.
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("alert_key", sa.Text, nullable=True),
+    # The uid of the original notification a "resolved" follow-up refers to.
+    sa.Column("refers_to", sa.String(40), nullable=True),
+    # pending → delivering → delivered | dead (a dead letter).
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.Float, nullable=False),
+    sa.Column("lease_expires_at", sa.Float, nullable=True),
+    sa.Column("leased_by", sa.String(200), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("delivered_at", sa.Float, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("last_status_code", sa.Integer, nullable=True),
+    # One delivery per activity, route, destination and event: enqueueing is idempotent.
+    sa.UniqueConstraint("activity_id", "route", "destination", "event"),
+    sa.UniqueConstraint("uid"),
+    sa.Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    sa.Index("ix_deliveries_created_at", "created_at"),
+)
+
+delivery_alerts = sa.Table(
+    "delivery_alerts",
+    metadata,
+    sa.Column("route", sa.String(200), primary_key=True),
+    sa.Column("alert_key", sa.String(300), primary_key=True),
+    # "open" while the route has notified and no RESET came; "resolved" afterwards.
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("opened_activity_id", sa.BigInteger, nullable=False),
+    sa.Column("resolved_activity_id", sa.BigInteger, nullable=True),
+    sa.Column("opened_at", sa.Float, nullable=False),
+    sa.Column("resolved_at", sa.Float, nullable=True),
+    sa.Column("repeats", sa.Integer, nullable=False, server_default="0"),
+    # activityTime of the activity that set ``state``: a late delivery of an older
+    # TRIGGERED does not reopen an alert that a newer RESET closed.
+    sa.Column("state_activity_time", sa.Float, nullable=True),
+)
