@@ -6,7 +6,11 @@ itself lives in :mod:`app.storage`.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import shutil
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +22,9 @@ from sqlalchemy.engine import Connection, Engine
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+# Below this, a SQLite database is reported not ready: its next writes may not fit.
+SQLITE_MIN_FREE_BYTES = 1 << 20
 
 
 def normalize_url(url: str, instance: Path) -> str:
@@ -47,12 +54,20 @@ class Database:
 
     :param url: a normalized SQLAlchemy URL (see :func:`normalize_url`).
     :param sqlite_synchronous: ``NORMAL`` or ``FULL``; applies to SQLite only.
+    :param sqlite_writer_lock: serialize write transactions on a SQLite file through
+        an exclusive lock on ``<database>.writer-lock``, across threads and processes.
     """
 
-    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, url: str, *, sqlite_synchronous: str = "NORMAL", sqlite_writer_lock: bool = True
+    ) -> None:
         self.url = url
         self.sqlite_synchronous = sqlite_synchronous
         self.engine: Engine = self._create_engine()
+        self._writer_lock: WriterLock | None = None
+        database = self.engine.url.database
+        if sqlite_writer_lock and self.is_sqlite and database and database != ":memory:":
+            self._writer_lock = WriterLock(Path(database + ".writer-lock"))
 
     @property
     def is_sqlite(self) -> bool:
@@ -93,8 +108,15 @@ class Database:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """A connection inside a transaction that commits on success."""
-        with self.engine.begin() as conn:
+        """A connection inside a transaction that commits on success.
+
+        On SQLite with the writer lock, the transaction runs while holding it.
+        """
+        if self._writer_lock is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self._writer_lock, self.engine.begin() as conn:
             yield conn
 
     @contextmanager
@@ -104,14 +126,22 @@ class Database:
             yield conn
 
     def ping(self) -> bool:
-        """True when the database answers a trivial query."""
+        """True when the database answers a trivial query (and, on SQLite, has room to write)."""
         try:
             with self.engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
-            return True
         except Exception as exc:
             log.warning("database ping failed: %s", exc.__class__.__name__)
             return False
+        # A full disk fails every SQLite write while reads still work, so SELECT 1
+        # alone would report ready while ingest answers 503.
+        database = self.engine.url.database
+        if self.is_sqlite and database and database != ":memory:":
+            free = shutil.disk_usage(Path(database).parent).free
+            if free < SQLITE_MIN_FREE_BYTES:
+                log.warning("database not ready: %d bytes free for the SQLite file", free)
+                return False
+        return True
 
     def migrate(self, revision: str = "head") -> None:
         """Apply the Alembic migrations up to ``revision``."""
@@ -134,3 +164,48 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection (after fork, at shutdown)."""
         self.engine.dispose()
+
+
+class WriterLock:
+    """An exclusive lock shared by every thread and process that writes one SQLite file.
+
+    SQLite lets one writer in at a time; a writer that finds the file locked sleeps in
+    its busy handler for milliseconds, while the holder needs the lock for about 0.3 ms
+    (or one fsync with synchronous=FULL). Queueing on ``flock`` instead wakes the next
+    writer as soon as the lock is free. The lock is reentrant within a thread, and the
+    kernel releases it when a process dies, so a killed worker never leaves it held.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+        self._pid = 0
+
+    def _descriptor(self) -> int:
+        # flock belongs to an open file description, which a forked worker shares with
+        # its parent and siblings: each process opens its own.
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._pid = os.getpid()
+        return self._fd
+
+    def __enter__(self) -> WriterLock:
+        self._thread_lock.acquire()
+        try:
+            if self._depth == 0:
+                fcntl.flock(self._descriptor(), fcntl.LOCK_EX)
+            self._depth += 1
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            self._depth -= 1
+            if self._depth == 0 and self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()

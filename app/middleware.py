@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from connexion.exceptions import ProblemException
@@ -73,3 +74,86 @@ class BodyLimitMiddleware:
             return message  # type: ignore[no-any-return]
 
         await self.app(scope, counted_receive, send)
+
+
+class HeadersTooLarge(ProblemException):
+    """Too many header fields, or one too long."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(status=431, title="Request Header Fields Too Large", detail=detail)
+
+
+# gunicorn's own defaults (limit_request_fields, limit_request_field_size), which its
+# uvicorn workers do not apply: the httptools parser accepts any number and size.
+MAX_HEADER_FIELDS = 100
+MAX_HEADER_FIELD_BYTES = 8190
+
+
+class HeaderLimitMiddleware:
+    """Answers a header flood with 431 before any other layer looks at the headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            if len(headers) > MAX_HEADER_FIELDS:
+                raise HeadersTooLarge(
+                    f"{len(headers)} header fields; at most {MAX_HEADER_FIELDS} are accepted"
+                )
+            for name, value in headers:
+                if len(name) + len(value) > MAX_HEADER_FIELD_BYTES:
+                    raise HeadersTooLarge(
+                        f"the header {name[:64].decode('latin-1')!r} is longer than "
+                        f"{MAX_HEADER_FIELD_BYTES} bytes"
+                    )
+        await self.app(scope, receive, send)
+
+
+class BodyTimeout(ProblemException):
+    """The body did not arrive in time (a slow-drip sender)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            status=408,
+            title="Request Timeout",
+            detail=f"the request body did not arrive within {seconds:g} seconds "
+            "(NINJAHOOK_BODY_TIMEOUT)",
+        )
+
+
+class BodyTimeoutMiddleware:
+    """Bounds the time a client may take to send its whole body.
+
+    Without it a sender dripping a byte at a time holds a connection, and the
+    request's buffers, for as long as it likes.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.seconds:
+            await self.app(scope, receive, send)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.seconds
+        body_complete = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_complete
+            if body_complete:
+                # After the body, receive() only waits for a disconnect: no deadline.
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout(self.seconds) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_complete = True
+            return message
+
+        await self.app(scope, timed_receive, send)

@@ -1,0 +1,13 @@
+"""ninjahook with no ingest hooks: a measurement aid for `make bench`, never served.
+
+It isolates what the receiver itself costs (authentication, validation, the bridge,
+the durable idempotent INSERT) from what the extensions' hooks add to every new
+activity in the same transaction (entity cache, alerts, outbox).
+"""
+
+from __future__ import annotations
+
+from app.factory import create_app
+
+app = create_app()
+app.app.extensions["ninjahook"].new_activity_hooks.clear()

@@ -1,0 +1,173 @@
+"""Where one delivery's CPU goes, measured in-process (no network, no load generator).
+
+* The full ASGI stack (Connexion's middleware, security, validation, the bridge,
+  Flask, the handler, the commit) for each ``ingest_bridge`` setting, called
+  directly as a server would call it.
+* ``ingest_activity`` alone, with no ingest hooks and then adding each registered
+  hook in turn: what each extension adds to every new activity.
+
+CPU time (``time.process_time``) is used so that other load on the machine does
+not inflate the figures the way it inflates wall time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import load
+
+TOKEN = "whk_bench_token_0123456789abcdef"
+
+
+def _app(instance: Path, **overrides: Any) -> Any:
+    from app.factory import create_app
+
+    app = create_app(
+        {
+            "instance_path": str(instance),
+            "webhook_tokens": TOKEN,
+            "background_tasks": "0",
+            **overrides,
+        }
+    )
+    app.app.extensions["ninjahook"].db.migrate()
+    return app
+
+
+def _close(state: Any) -> None:
+    """Write what the app still buffers, then close its connections, before its folder
+    goes: the metrics extension flushes its counters on a timer otherwise."""
+    try:
+        from app.metrics import buffer_for
+    except ImportError:  # no metrics extension: nothing buffered
+        pass
+    else:
+        buffer_for(state).flush_quietly()
+    state.db.dispose()
+
+
+async def _post(app: Any, raw: bytes) -> int:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": load.INGEST_PATH,
+        "raw_path": load.INGEST_PATH.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"authorization", f"Bearer {TOKEN}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(raw)).encode()),
+        ],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8080),
+    }
+    delivered = False
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
+def stack_costs(requests: int = 400, with_hooks: bool = True) -> dict[str, float]:
+    """CPU ms per delivery through the whole ASGI app, per bridge setting (SQLite NORMAL)."""
+    template = load.activity_template()
+    costs: dict[str, float] = {}
+    for bridge in ("a2wsgi", "thread", "inline"):
+        with tempfile.TemporaryDirectory(prefix="ninjahook-costs-") as tmp:
+            app = _app(Path(tmp), ingest_bridge=bridge)
+            state = app.app.extensions["ninjahook"]
+            if not with_hooks:
+                state.new_activity_hooks.clear()
+
+            async def run(first: int, count: int, app: Any = app) -> None:
+                for activity_id in range(first, first + count):
+                    status = await _post(app, load.render(template, activity_id))
+                    if status != 200:
+                        raise RuntimeError(f"in-process delivery answered {status}")
+
+            asyncio.run(run(1, 50))  # warm: caches, compiled statements, first connections
+            started = time.process_time()
+            asyncio.run(run(1000, requests))
+            costs[bridge] = 1000 * (time.process_time() - started) / requests
+            _close(state)
+    return costs
+
+
+def hook_costs(activities: int = 300) -> list[tuple[str, float]]:
+    """CPU ms per ``ingest_activity`` with no hooks, then with each hook added in turn."""
+    from app.ingest import ingest_activity
+
+    template = load.activity_template()
+    rows: list[tuple[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="ninjahook-costs-") as tmp:
+        app = _app(Path(tmp))
+        state = app.app.extensions["ninjahook"]
+        hooks = list(state.new_activity_hooks)
+        next_id = 1
+        for count in range(len(hooks) + 1):
+            state.new_activity_hooks[:] = hooks[:count]
+            for activity_id in range(next_id, next_id + 20):  # warm
+                raw = load.render(template, activity_id)
+                ingest_activity(state, raw, json.loads(raw))
+            next_id += 20
+            started = time.process_time()
+            for activity_id in range(next_id, next_id + activities):
+                raw = load.render(template, activity_id)
+                ingest_activity(state, raw, json.loads(raw))
+            next_id += activities
+            spent = 1000 * (time.process_time() - started) / activities
+            name = "store the activity (no hooks)"
+            if count:
+                hook = hooks[count - 1]
+                name = f"+ {hook.__module__}.{hook.__qualname__}"
+            rows.append((name, spent))
+        _close(state)
+    return rows
+
+
+def markdown(
+    stack: dict[str, float], stack_bare: dict[str, float], hooks: list[tuple[str, float]]
+) -> list[str]:
+    """The "Where the time goes" part of the report."""
+    lines = [
+        "### Where the time goes (CPU per delivery, in-process, SQLite NORMAL)",
+        "",
+        "| whole ASGI stack, by `NINJAHOOK_INGEST_BRIDGE` "
+        "| with the ingest hooks | without hooks |",
+        "|---|---:|---:|",
+    ]
+    for bridge, ms in stack.items():
+        lines.append(f"| {bridge} | {ms:.2f} ms | {stack_bare[bridge]:.2f} ms |")
+    lines += [
+        "",
+        "| `ingest_activity` (one transaction) | cumulative CPU | added |",
+        "|---|---:|---:|",
+    ]
+    previous = 0.0
+    for name, ms in hooks:
+        lines.append(f"| {name} | {ms:.2f} ms | {ms - previous:+.2f} ms |")
+        previous = ms
+    return lines

@@ -1,0 +1,269 @@
+"""app/connexion_tuning.py: what it relies on in Connexion and a2wsgi, and that it changes
+no behaviour. These fail when an upgrade moves or changes anything the module reaches."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import io
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import a2wsgi
+import a2wsgi.wsgi
+import connexion.apps.flask
+import connexion.lifecycle
+import connexion.security
+import connexion.utils
+import pytest
+from connexion.middleware.abstract import ROUTING_CONTEXT
+from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request
+
+from app import connexion_tuning
+from app.connexion_tuning import BufferedWSGIBridge
+from tests.support import (
+    INGEST_PATH,
+    WEBHOOK_HEADERS,
+    WEBHOOK_TOKEN,
+    body,
+    condition_activity,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_connexion_is_the_pinned_version_everywhere() -> None:
+    installed = importlib.metadata.version("connexion")
+    assert installed == connexion_tuning.CONNEXION_VERSION
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(
+        rf'"connexion\[[^\]]*\]=={re.escape(connexion_tuning.CONNEXION_VERSION)}"', pyproject
+    ), "pyproject.toml must pin connexion to the version connexion_tuning was written for"
+    assert int(importlib.metadata.version("a2wsgi").split(".")[0]) == connexion_tuning.A2WSGI_MAJOR
+
+
+def test_the_internals_it_replaces_are_where_it_expects_them() -> None:
+    # FlaskOperation builds its decorator chain in a `fn` property from these attributes.
+    assert isinstance(inspect.getattr_static(connexion.apps.flask.FlaskOperation, "fn"), property)
+    params = inspect.signature(connexion.apps.flask.FlaskOperation.__init__).parameters
+    assert {"fn", "jsonifier", "operation_id", "pythonic_params"} <= set(params)
+    # The security handler asks _accepts_kwarg(func, keyword) per request.
+    accepts = inspect.getattr_static(connexion.security.AbstractSecurityHandler, "_accepts_kwarg")
+    assert isinstance(accepts, staticmethod)
+    assert list(inspect.signature(accepts.__func__).parameters) == ["func", "keyword"]
+    # WSGIRequest.files() reads the Werkzeug request it wraps.
+    assert "_werkzeug_request" in inspect.getsource(connexion.lifecycle.WSGIRequest)
+    # FlaskASGIApp serves the Flask app through `asgi_app`, an a2wsgi WSGIMiddleware.
+    source = inspect.getsource(connexion.apps.flask.FlaskASGIApp)
+    assert "self.asgi_app = WSGIMiddleware(self.app.wsgi_app)" in source
+    assert "return await self.asgi_app(scope, receive, send)" in source
+    # The routing middleware names the operation in the scope.
+    assert ROUTING_CONTEXT == "connexion_routing"
+    routing_source = inspect.getsource(connexion.middleware.routing.RoutingOperation)
+    assert '"operation_id": self.operation_id' in routing_source
+    # a2wsgi builds the WSGI environ from a scope and a readable body.
+    assert list(inspect.signature(a2wsgi.wsgi.build_environ).parameters) == ["scope", "body"]
+
+
+def test_the_lookups_it_caches_are_where_it_expects_them() -> None:
+    from connexion.middleware.request_validation import RequestValidationOperation
+    from connexion.operations import OpenAPIOperation
+
+    body_definition = connexion_tuning._original_body_definition
+    assert body_definition.__qualname__ == "OpenAPIOperation.body_definition"
+    assert list(inspect.signature(body_definition).parameters) == ["self", "content_type"]
+    validate = connexion_tuning._original_validate_mime_type
+    assert validate.__qualname__ == "RequestValidationOperation.validate_mime_type"
+    source = inspect.getsource(RequestValidationOperation.__call__)
+    # The validation middleware reaches these through the module and the instance.
+    assert "utils.extract_content_type(headers)" in inspect.getsource(
+        RequestValidationOperation.extract_content_type
+    )
+    assert "self.validate_mime_type(mime_type)" in source
+    assert "self._operation.body_schema(mime_type)" in source
+    assert "body_definition" in inspect.getsource(OpenAPIOperation.body_schema)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"content-type", b"application/json; charset=utf-8")],
+        [(b"Content-Type", b"text/plain"), (b"content-type", b"application/json")],
+        [(b"accept", b"*/*")],
+        {"Content-Type": "application/json"},
+        {},
+    ],
+)
+def test_extract_content_type_answers_as_connexion_does(headers: Any) -> None:
+    assert connexion_tuning._extract_content_type(
+        headers
+    ) == connexion_tuning._original_extract_content_type(headers)
+
+
+def test_a_wrong_media_type_stays_415_after_json_was_accepted(client: Any) -> None:
+    for activity_id in (1, 2):
+        ok = client.post(
+            INGEST_PATH, content=body(condition_activity(activity_id)), headers=WEBHOOK_HEADERS
+        )
+        assert ok.status_code == 200
+        wrong = client.post(
+            INGEST_PATH,
+            content=body(condition_activity(activity_id + 10)),
+            headers={**WEBHOOK_HEADERS, "Content-Type": "application/xml"},
+        )
+        assert wrong.status_code == 415
+
+
+def test_build_environ_reads_our_buffered_body() -> None:
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": INGEST_PATH,
+        "root_path": "",
+        "query_string": b"token=abc",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")],
+        "server": ("127.0.0.1", 8080),
+        "client": ("127.0.0.1", 50000),
+    }
+    environ = a2wsgi.wsgi.build_environ(scope, io.BytesIO(b"{}"))  # type: ignore[arg-type]
+    request = Request(environ)
+    assert request.get_data() == b"{}"
+    assert request.args["token"] == "abc"
+    assert request.content_type == "application/json"
+
+
+def test_ingest_runs_the_decorator_chain_and_signature_inspection_once(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app()
+    calls: list[Any] = []
+    original = connexion.utils.inspect_function_arguments
+
+    def counting(function: Any) -> Any:
+        calls.append(function)
+        return original(function)
+
+    # Both the parameter decorator and the tuned security check import it from here.
+    monkeypatch.setattr(connexion.decorators.parameter, "inspect_function_arguments", counting)
+    monkeypatch.setattr(connexion.utils, "inspect_function_arguments", counting)
+    with app.test_client() as client:
+        for activity_id in range(1, 6):
+            r = client.post(
+                INGEST_PATH, content=body(condition_activity(activity_id)), headers=WEBHOOK_HEADERS
+            )
+            assert r.status_code == 200, r.text
+        after_first = len(calls)
+        for activity_id in range(6, 16):
+            r = client.post(
+                INGEST_PATH, content=body(condition_activity(activity_id)), headers=WEBHOOK_HEADERS
+            )
+            assert r.status_code == 200, r.text
+    # Untuned Connexion inspects the handler and the token function on every request.
+    assert len(calls) == after_first
+
+
+def test_files_are_parsed_only_for_form_bodies() -> None:
+    connexion_tuning.install()
+    json_request = connexion.lifecycle.WSGIRequest(
+        Request(
+            EnvironBuilder(method="POST", data=b"{}", content_type="application/json").get_environ()
+        )
+    )
+    assert json_request.files() == {}
+    form = EnvironBuilder(method="POST", data={"upload": (io.BytesIO(b"hello"), "a.txt")})
+    files = connexion.lifecycle.WSGIRequest(Request(form.get_environ())).files()
+    assert list(files) == ["upload"]
+    assert files["upload"][0].read() == b"hello"
+
+
+@pytest.mark.parametrize("bridge", ["inline", "thread", "a2wsgi"])
+def test_every_bridge_answers_ingest_identically(make_app: Any, bridge: str) -> None:
+    app = make_app(ingest_bridge=bridge)
+    answers = []
+    with app.test_client() as client:
+        new = client.post(INGEST_PATH, content=body(condition_activity(1)), headers=WEBHOOK_HEADERS)
+        again = client.post(
+            INGEST_PATH, content=body(condition_activity(1)), headers=WEBHOOK_HEADERS
+        )
+        invalid = client.post(INGEST_PATH, content=b'{"id": "one"}', headers=WEBHOOK_HEADERS)
+        unauthenticated = client.post(INGEST_PATH, content=body(condition_activity(2)))
+        wrong_type = client.post(
+            INGEST_PATH,
+            content=body(condition_activity(3)),
+            headers={**WEBHOOK_HEADERS, "Content-Type": "text/plain"},
+        )
+        for r in (new, again, invalid, unauthenticated, wrong_type):
+            answers.append((r.status_code, r.headers["content-type"]))
+        assert new.json() == {"id": 1, "duplicate": False}
+        assert again.json() == {"id": 1, "duplicate": True}
+        assert invalid.json()["field"] == "id"
+    assert answers == [
+        (200, "application/json"),
+        (200, "application/json"),
+        (400, "application/problem+json"),
+        (401, "application/problem+json"),
+        (415, "application/problem+json"),
+    ]
+
+
+def test_only_ingest_takes_the_buffered_bridge(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = make_app(ingest_bridge="inline")
+    bridge = app._middleware_app.asgi_app
+    assert isinstance(bridge, BufferedWSGIBridge)
+    served: list[str] = []
+    original_call = bridge._call
+
+    def recording(environ: dict[str, Any]) -> Any:
+        served.append(environ["PATH_INFO"])
+        # Inline means on the event loop's thread: no hand-off.
+        assert threading.current_thread().name != "ingest"
+        return original_call(environ)
+
+    monkeypatch.setattr(bridge, "_call", recording)
+    with app.test_client() as client:
+        assert client.get("/healthz").status_code == 200
+        r = client.post(INGEST_PATH, content=body(condition_activity(9)), headers=WEBHOOK_HEADERS)
+        assert r.status_code == 200
+        r = client.post(
+            f"{INGEST_PATH}?token={WEBHOOK_TOKEN}",
+            content=body(condition_activity(10)),
+            headers={"Content-Type": "application/json"},
+        )
+        assert r.status_code == 200
+    assert served == [INGEST_PATH, INGEST_PATH]
+
+
+def test_auto_bridge_is_inline_on_sqlite_and_threaded_on_postgresql(
+    make_app: Any, database_url: str
+) -> None:
+    bridge = make_app()._middleware_app.asgi_app
+    assert isinstance(bridge, BufferedWSGIBridge)
+    assert bridge.inline is database_url.startswith("sqlite")
+    assert isinstance(
+        make_app(ingest_bridge="a2wsgi")._middleware_app.asgi_app, a2wsgi.WSGIMiddleware
+    )
+
+
+def test_database_errors_still_become_503_through_the_bridge(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlalchemy as sa
+
+    app = make_app(ingest_bridge="inline")
+    state = app.app.extensions["ninjahook"]
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(state.db, "begin", broken)
+    with app.test_client() as client:
+        r = client.post(INGEST_PATH, content=body(condition_activity(11)), headers=WEBHOOK_HEADERS)
+    assert r.status_code == 503
+    assert r.headers["content-type"] == "application/problem+json"
