@@ -288,13 +288,13 @@ def deliveries_list(
     console.print(table)
 
 
-def _requeue(app_ctx: AppContext, flt: Any, what: str) -> None:
-    from app.storage.delivery import requeue
+def _requeue(app_ctx: AppContext, flt: Any, what: str, *, dead_only: bool = False) -> None:
+    from app.routing.service import requeue_deliveries, retry_dead_letters
 
     db = app_ctx.database()
     try:
-        with db.begin() as conn:
-            count = requeue(conn, flt, time.time())
+        # The dashboard's "retry" calls retry_dead_letters too.
+        count = (retry_dead_letters if dead_only else requeue_deliveries)(db, flt)
     except Exception as exc:
         fail(f"cannot update the database: {exc.__class__.__name__}")
     finally:
@@ -316,7 +316,7 @@ def deliveries_retry(
     flt = DeliveryFilter(
         since=_since(since), route=route, destination=destination, statuses=(DEAD,)
     )
-    _requeue(app_ctx, flt, "dead letters")
+    _requeue(app_ctx, flt, "dead letters", dead_only=True)
 
 
 @deliveries.command("replay")

@@ -11,6 +11,7 @@ from typing import Any
 from connexion import FlaskApp
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
+from connexion.validators import FormDataValidator
 
 from app.auth import instance_token, load_or_create_token
 from app.background import PeriodicTask, Scheduler
@@ -106,7 +107,12 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> FlaskApp:
     app.add_api(
         load_specification(SPEC_PATH),
         validator_map={
-            "body": {"application/json": DeliveryBodyValidator},
+            # Replaces Connexion's whole body map, so its form validators are named again
+            # (without them a form's required fields and limits went unchecked).
+            "body": {
+                "application/json": DeliveryBodyValidator,
+                "application/x-www-form-urlencoded": FormDataValidator,
+            },
             "parameter": NamedParameterValidator,
         },
         validate_responses=validate_responses,

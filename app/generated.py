@@ -895,6 +895,8 @@ OPERATION_IDS: tuple[str, ...] = (
     'handlers.dashboard.live',
     'handlers.dashboard.activity_page',
     'handlers.dashboard.alert_page',
+    'handlers.dashboard.dead_letters_page',
+    'handlers.dashboard.retry_dead_letter',
     'handlers.dashboard.static_file',
     'handlers.deliveries.list_deliveries',
     'handlers.deliveries.list_activity_deliveries',

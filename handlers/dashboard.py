@@ -89,6 +89,34 @@ def alert_page(key: str) -> BaseResponse:
     return _html(page)
 
 
+def dead_letters_page(before: int | None = None, retried: int | None = None) -> BaseResponse:
+    """The dead letters with a "retry" button each."""
+    if not _logged_in():
+        return redirect("/", code=303)
+    session = request.cookies.get(SESSION_COOKIE, "")
+    return _html(
+        dashboard.render_dead_letters(app_state(), session=session, before=before, retried=retried)
+    )
+
+
+def retry_dead_letter(body: dict[str, Any]) -> BaseResponse:
+    """Queue one dead letter again (the session cookie is required by webhook.yaml)."""
+    session = request.cookies.get(SESSION_COOKIE, "")
+    allowed = dashboard.form_allowed(
+        session,
+        str(body["csrf"]),
+        fetch_site=request.headers.get("Sec-Fetch-Site"),
+        origin=request.headers.get("Origin"),
+        host=request.headers.get("Host"),
+    )
+    if not allowed:
+        return _html(dashboard.render_forbidden(), 403)
+    if not dashboard.retry_dead_letter(app_state(), str(body["delivery"])):
+        what = f"No dead letter with id {body['delivery']!r}; it may have been retried already."
+        return _html(dashboard.render_not_found(what), 404)
+    return redirect("/ui/dead-letters?retried=1", code=303)
+
+
 def static_file(name: str) -> Response:
     """The stylesheet or the script."""
     content, content_type = dashboard.static_file(name)

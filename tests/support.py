@@ -361,3 +361,43 @@ def ninjaone_env(emulator: Any, settings: dict[str, Any]) -> dict[str, str]:
         "NINJAONE_CLIENT_ID": emulator.client_id,
         "NINJAONE_CLIENT_SECRET": emulator.client_secret,
     }
+
+
+# Delivery settings that make retries and dead letters take well under a second.
+FAST_DELIVERY = {
+    "delivery_backoff": "0.05",
+    "delivery_backoff_max": "0.2",
+    "delivery_max_attempts": "3",
+    "delivery_lease": "1",
+    "delivery_timeout": "3",
+    "delivery_poll_interval": "0.05",
+}
+
+
+def one_route_file(directory: Any, url: str) -> Any:
+    """A routes file sending every activity to one webhook destination ``d`` at ``url``
+    (route ``all``); returns its path."""
+    path = directory / "one-route.yaml"
+    path.write_text(
+        f"destinations:\n  d: {{kind: webhook, url: '{url}'}}\n"
+        "routes:\n  - {name: all, destinations: [d]}\n"
+    )
+    return path
+
+
+def settle_deliveries(state: Any, timeout: float = 30) -> None:
+    """Run a delivery worker until nothing is pending or in flight (retries included)."""
+    from app.delivery import Worker
+    from app.routing.service import delivery_metrics
+
+    worker = Worker(state)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            worker.run(drain=True)
+            if delivery_metrics(state).queue_depth == 0:
+                return
+            time.sleep(0.05)
+        raise AssertionError("deliveries did not settle")
+    finally:
+        worker.close()

@@ -9,14 +9,25 @@ from typing import Any
 import httpx
 import pytest
 
+from app import dashboard
 from app.auth import session_value
+from app.dashboard import form_token
+from app.routing import service
 from tests.support import (
     API_TOKEN,
+    FAST_DELIVERY,
     ROOT,
+    WEBHOOK_HEADERS,
+    DestinationServer,
+    body,
     condition_activity,
     deliver,
+    free_port,
+    live_server,
     minimal_activity,
+    one_route_file,
     seed_entities,
+    settle_deliveries,
 )
 
 CHROMIUM = "/usr/bin/chromium"
@@ -111,6 +122,7 @@ def test_activity_page_pretty_prints_the_payload_escaped(client: Any) -> None:
     assert "\n  &#34;activityType&#34;: &#34;CONDITION&#34;," in r.text
     assert "&lt;b&gt;bold&lt;/b&gt; &amp; co" in r.text
     assert "<b>bold</b>" not in r.text
+    assert "No route sent this activity anywhere." in r.text  # no routes configured
     assert client.get("/ui/activities/999").status_code == 404
 
 
@@ -149,8 +161,6 @@ def test_static_files_are_served(client: Any) -> None:
 def test_end_to_end_in_headless_chromium(server: Any, state: Any) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    from tests.support import WEBHOOK_HEADERS, body
-
     seed_entities(state.db, organization_id=7, device_id=42, location_id=9)
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
@@ -187,3 +197,193 @@ def test_end_to_end_in_headless_chromium(server: Any, state: Any) -> None:
         finally:
             browser.close()
     assert (ARTIFACTS / "dashboard-live-alert.png").stat().st_size > 0
+
+
+def routed_to_a_down_destination(make_app: Any, tmp_path: Any) -> tuple[Any, int]:
+    """An app routing every activity to a destination on a port nothing listens on, and
+    that port."""
+    port = free_port()
+    routes = one_route_file(tmp_path, f"http://127.0.0.1:{port}/hook")
+    return make_app(routes_file=str(routes), **FAST_DELIVERY), port
+
+
+def delivery_ids(state: Any, activity_id: int) -> list[str]:
+    return [d["id"] for d in service.activity_deliveries(state, activity_id) or []]
+
+
+def dead_ids(state: Any) -> list[str]:
+    return [d["id"] for d in service.dead_letters(state)["items"]]
+
+
+def test_activity_page_lists_its_deliveries_without_the_destination_url(
+    make_app: Any, tmp_path: Any
+) -> None:
+    app, port = routed_to_a_down_destination(make_app, tmp_path)
+    state = app.app.extensions["ninjahook"]
+    with app.test_client() as client:
+        deliver(client, minimal_activity(61))
+        deliver(client, minimal_activity(62))
+        settle_deliveries(state)
+        logged_in(client)
+        page = client.get("/ui/activities/61").text
+        (own,) = delivery_ids(state, 61)
+        (other,) = delivery_ids(state, 62)
+        assert f'<tr class="delivery status-dead" data-id="{own}">' in page
+        assert f'data-id="{other}"' not in page
+        assert "<td>all</td>" in page and "<td>d</td>" in page and "<td>webhook</td>" in page
+        assert "<td>3</td>" in page  # attempts, FAST_DELIVERY's limit
+        assert "ConnectError" in page
+        assert str(port) not in page and "127.0.0.1" not in page
+        assert 'href="/ui/dead-letters"' in page
+        assert 'id="dead-count">2<' in client.get("/ui/live").text
+
+
+def test_retry_needs_the_session_the_form_token_and_this_origin(
+    make_app: Any, tmp_path: Any
+) -> None:
+    app, _port = routed_to_a_down_destination(make_app, tmp_path)
+    state = app.app.extensions["ninjahook"]
+    with app.test_client() as client:
+        deliver(client, minimal_activity(71))
+        settle_deliveries(state)
+        (dead,) = dead_ids(state)
+        form = {"delivery": dead, "csrf": form_token(session_value(API_TOKEN))}
+        # No session: refused before anything else.
+        r = client.post("/ui/dead-letters/retry", data=form, follow_redirects=False)
+        assert r.status_code == 401
+        assert client.get("/ui/dead-letters", follow_redirects=False).status_code == 303
+        logged_in(client)
+        page = client.get("/ui/dead-letters").text
+        assert 'id="dead-total">1<' in page
+        assert f'name="delivery" value="{dead}"' in page
+        assert f'name="csrf" value="{form["csrf"]}"' in page
+        # A form posted from another site, or with another session's token, changes nothing.
+        evil = client.post(
+            "/ui/dead-letters/retry",
+            data=form,
+            headers={"Origin": "https://evil.example"},
+            follow_redirects=False,
+        )
+        assert evil.status_code == 403
+        cross_site = client.post(
+            "/ui/dead-letters/retry",
+            data=form,
+            headers={"Sec-Fetch-Site": "cross-site", "Origin": "null"},
+            follow_redirects=False,
+        )
+        assert cross_site.status_code == 403
+        forged = client.post(
+            "/ui/dead-letters/retry",
+            data={**form, "csrf": form_token("another-session")},
+            follow_redirects=False,
+        )
+        assert forged.status_code == 403
+        missing = client.post(
+            "/ui/dead-letters/retry", data={"delivery": dead}, follow_redirects=False
+        )
+        assert missing.status_code == 400
+        assert "csrf" in missing.text
+        assert dead_ids(state) == [dead]
+
+        r = client.post(
+            "/ui/dead-letters/retry",
+            data=form,
+            headers={"Origin": "http://testserver"},
+            follow_redirects=False,
+        )
+        assert r.status_code == 303
+        assert r.headers["location"] == "/ui/dead-letters?retried=1"
+        assert dead_ids(state) == []
+        (row,) = service.activity_deliveries(state, 71) or []
+        assert (row["status"], row["attempts"]) == ("pending", 0)
+        assert "1 queued again" in client.get(r.headers["location"]).text
+        # The same form again: it is no longer a dead letter.
+        again = client.post("/ui/dead-letters/retry", data=form, follow_redirects=False)
+        assert again.status_code == 404
+
+
+def test_dead_letters_page_pages_back_through_older_ones(
+    make_app: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, _port = routed_to_a_down_destination(make_app, tmp_path)
+    state = app.app.extensions["ninjahook"]
+    monkeypatch.setattr(dashboard, "DEAD_LETTERS_SHOWN", 2)
+    with app.test_client() as client:
+        for n in range(81, 84):
+            deliver(client, minimal_activity(n))
+        settle_deliveries(state)
+        logged_in(client)
+        first = client.get("/ui/dead-letters").text
+        assert 'id="dead-total">3<' in first
+        assert first.count('class="delivery status-dead"') == 2
+        older = service.dead_letters(state)["items"][1]["seq"]
+        assert f'href="/ui/dead-letters?before={older}"' in first
+        second = client.get(f"/ui/dead-letters?before={older}").text
+        assert second.count('class="delivery status-dead"') == 1
+        assert 'href="/ui/activities/81"' in second
+        assert "?before=" not in second
+        assert client.get("/ui/dead-letters?before=0").status_code == 400
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed")
+def test_a_dead_letter_is_shown_and_retried_in_headless_chromium(
+    make_app: Any, tmp_path: Any
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    app, port = routed_to_a_down_destination(make_app, tmp_path)
+    state = app.app.extensions["ninjahook"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    with live_server(app) as server, sync_playwright() as pw:
+        r = httpx.post(
+            server.url + "/webhooks/ninjarmm/activity",
+            content=body(minimal_activity(91)),
+            headers=WEBHOOK_HEADERS,
+        )
+        assert r.status_code == 200
+        settle_deliveries(state)  # every attempt at the down destination fails
+        (dead,) = dead_ids(state)
+
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(server.url + "/")
+            page.fill("#token", API_TOKEN)
+            page.click("button[type=submit]")
+            expect(page.locator("#dead-count")).to_have_text("1")
+
+            page.locator('li.activity[data-id="91"] a').click()
+            row = page.locator(f'tr.delivery[data-id="{dead}"]')
+            expect(row.locator("td.outcome")).to_have_text("dead")
+            assert "ConnectError" in row.inner_text()
+            assert str(port) not in page.content()
+            page.screenshot(
+                path=str(ARTIFACTS / "dashboard-activity-deliveries.png"), full_page=True
+            )
+
+            page.goto(server.url + "/")
+            page.click("#dead-letters")
+            expect(page.locator("#dead-total")).to_have_text("1")
+            listed = page.locator(f'tr.delivery[data-id="{dead}"]')
+            expect(listed).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "dashboard-dead-letters.png"), full_page=True)
+
+            destination = DestinationServer(port=port).start()
+            try:
+                listed.locator("button", has_text="Retry").click()
+                expect(page.locator(".notice")).to_contain_text("1 queued again")
+                expect(page.locator("#dead-total")).to_have_text("0")
+                settle_deliveries(state)
+                assert destination.ids() == [dead]  # the same delivery id, sent once
+                assert destination.payloads()[0]["activity"]["id"] == 91
+            finally:
+                destination.stop()
+
+            page.goto(f"{server.url}/ui/activities/91")
+            expect(page.locator(f'tr.delivery[data-id="{dead}"] td.outcome')).to_have_text(
+                "delivered"
+            )
+            page.screenshot(path=str(ARTIFACTS / "dashboard-retried-delivery.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "dashboard-dead-letters.png").stat().st_size > 0

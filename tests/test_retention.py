@@ -1,4 +1,5 @@
-"""Retention: batches, open alerts' history kept, rejected deliveries kept 30 days, daily task."""
+"""Retention: batches, open alerts' history kept, rejected deliveries and dead letters kept
+30 days, the outbox of pruned activities, daily task."""
 
 from __future__ import annotations
 
@@ -13,7 +14,15 @@ from app.background import Scheduler
 from app.cli import main as cli
 from app.ingest import ingest_activity, keep_rejected
 from app.state import Rejection
-from app.storage.tables import activities, alert_activities, alerts, rejected_deliveries
+from app.storage import delivery as outbox
+from app.storage.tables import (
+    activities,
+    alert_activities,
+    alerts,
+    deliveries,
+    delivery_alerts,
+    rejected_deliveries,
+)
 from tests.support import body, condition_activity, minimal_activity
 
 DAY = 86400.0
@@ -131,3 +140,126 @@ def test_the_server_prunes_daily_in_one_process(make_app: Any) -> None:
     ingest(state, minimal_activity(2, activityTime=time.time() - 31 * DAY))
     assert second.run_due() == []
     assert stored_ids(state) == {2}
+
+
+def outbox_row(
+    state: Any, activity_id: int, status: str, *, changed: float, route: str = "r"
+) -> str:
+    """A delivery of ``activity_id`` in ``status``, last changed at ``changed`` (for a dead
+    letter: when it died); returns its uid."""
+    with state.db.begin() as conn:
+        uid = outbox.enqueue(
+            conn,
+            activity_id=activity_id,
+            route=route,
+            destination="d",
+            kind="webhook",
+            event="notify",
+            alert_key=None,
+            refers_to=None,
+            now=changed,
+        )
+        assert uid is not None
+        conn.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.uid == uid)
+            .values(status=status, updated_at=changed, attempts=3)
+        )
+    return uid
+
+
+def outbox_uids(state: Any) -> set[str]:
+    with state.db.connect() as conn:
+        return set(conn.execute(sa.select(deliveries.c.uid)).scalars())
+
+
+def test_prune_takes_finished_deliveries_with_their_activities_and_keeps_the_rest(
+    state: Any,
+) -> None:
+    now = time.time()
+    old, recent = now - 100 * DAY, now - DAY
+    for n in range(1, 6):
+        ingest(state, minimal_activity(n, activityTime=old + n))
+    ingest(state, minimal_activity(6, activityTime=recent))
+    delivered_old = outbox_row(state, 1, "delivered", changed=old)
+    dead_long_ago = outbox_row(state, 2, "dead", changed=now - 40 * DAY)
+    dead_lately = outbox_row(state, 3, "dead", changed=now - 10 * DAY)
+    pending = outbox_row(state, 4, "pending", changed=old)
+    in_flight = outbox_row(state, 5, "delivering", changed=old)
+    delivered_recent = outbox_row(state, 6, "delivered", changed=recent)
+    # Left behind by a prune before the outbox was pruned: their activity 99 is gone.
+    orphan_delivered = outbox_row(state, 99, "delivered", changed=old, route="o1")
+    orphan_dead_long_ago = outbox_row(state, 99, "dead", changed=now - 40 * DAY, route="o2")
+    orphan_dead_lately = outbox_row(state, 99, "dead", changed=now - 10 * DAY, route="o3")
+    orphan_pending = outbox_row(state, 99, "pending", changed=old, route="o4")
+
+    # 7 days for activities; dead letters, like rejected deliveries, stay 30 days, and
+    # keep their activity so that a retry can still render the message.
+    batches: list[tuple[int, int]] = []
+    result = retention.prune_database(
+        state.db,
+        retention_days=7,
+        batch_size=2,
+        now=now,
+        progress=lambda r: batches.append((r.activities, r.deliveries)),
+    )
+    assert stored_ids(state) == {3, 4, 5, 6}
+    assert (result.activities, result.deliveries) == (2, 4)
+    assert batches[0] == (2, 2) and batches[-1] == (2, 4)
+    assert outbox_uids(state) == {
+        dead_lately,
+        pending,
+        in_flight,
+        delivered_recent,
+        orphan_dead_lately,
+        orphan_pending,
+    }
+    assert not {delivered_old, dead_long_ago, orphan_delivered, orphan_dead_long_ago} & (
+        outbox_uids(state)
+    )
+
+    # 40 days on, the dead letter has waited 30 days: it goes with its activity, and so
+    # does the recent activity with its delivery. Pending ones stay, whatever their age.
+    later = retention.prune_database(state.db, retention_days=7, now=now + 40 * DAY)
+    assert (later.activities, later.deliveries) == (2, 3)
+    assert stored_ids(state) == {4, 5}
+    assert outbox_uids(state) == {pending, in_flight, orphan_pending}
+
+
+def route_alert(
+    state: Any, key: str, state_name: str, opened_by: int, resolved_by: int | None
+) -> None:
+    with state.db.begin() as conn:
+        conn.execute(
+            sa.insert(delivery_alerts).values(
+                route="r",
+                alert_key=key,
+                state=state_name,
+                opened_activity_id=opened_by,
+                resolved_activity_id=resolved_by,
+                opened_at=time.time(),
+                resolved_at=time.time() if resolved_by is not None else None,
+                repeats=0,
+            )
+        )
+
+
+def test_routes_alert_states_go_once_resolved_and_their_activities_are_gone(
+    state: Any,
+) -> None:
+    now = time.time()
+    old = now - 100 * DAY
+    for n in (10, 11, 12, 13, 15):
+        ingest(state, minimal_activity(n, activityTime=old + n))
+    ingest(state, minimal_activity(14, activityTime=now - DAY))
+    route_alert(state, "resolved-long-ago", "resolved", 10, 11)
+    route_alert(state, "remembered-reset", "resolved", 15, 15)
+    route_alert(state, "opened-long-ago", "open", 12, None)  # its RESET must still notify
+    route_alert(state, "resolved-lately", "resolved", 13, 14)
+
+    result = retention.prune_database(state.db, retention_days=7, batch_size=1, now=now)
+    assert result.delivery_alerts == 2
+    with state.db.connect() as conn:
+        kept = set(conn.execute(sa.select(delivery_alerts.c.alert_key)).scalars())
+    assert kept == {"opened-long-ago", "resolved-lately"}
+    assert stored_ids(state) == {14}

@@ -1,12 +1,18 @@
 """The server-rendered dashboard: Jinja2 templates and a stylesheet, no build step.
 
 Pages are rendered from the same read functions the JSON API uses. The live part
-(open alerts, recent activity, drift and rejected counts) is one fragment,
-``live.html``, that the page's small script re-fetches every few seconds.
+(open alerts, recent activity, drift, rejected and dead-letter counts) is one
+fragment, ``live.html``, that the page's small script re-fetches every few seconds.
+
+The one form that changes state, "retry" on the dead-letters page, carries a token
+derived from the session cookie (:func:`form_token`) and is refused from another
+origin (:func:`form_allowed`), on top of the cookie's SameSite=Strict.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 from collections import OrderedDict
@@ -14,14 +20,17 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from app import alerts, reads
+from app.routing import service as delivery_service
 from app.state import AppState
 from app.storage import activities as activity_store
 from app.storage import entities as entity_store
 from app.storage.alerts import AlertFilter
+from app.storage.delivery import DeliveryFilter
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -30,6 +39,8 @@ POLL_SECONDS = 3
 RECENT_ACTIVITIES = 30
 OPEN_ALERTS_SHOWN = 200
 REJECTED_SHOWN = 5
+DEAD_LETTERS_SHOWN = 50
+_FORM_CONTEXT = b"ninjahook-dashboard-form-v1"
 # The filter offers a list of organizations up to this many (a number field beyond).
 ORGANIZATIONS_LISTED = 500
 SEVERITY_ORDER = {"CRITICAL": 0, "MAJOR": 1, "MODERATE": 2, "MINOR": 3, "NONE": 4}
@@ -125,6 +136,7 @@ def _live_context(state: AppState, filters: Filters) -> dict[str, Any]:
         "drift_count": sum(d["count"] for d in drift),
         "rejected": reads.rejected_page(state, limit=REJECTED_SHOWN, before_id=None)["items"],
         "rejected_count": rejected_count,
+        "dead_count": delivery_service.dead_letter_count(state),
         "now": time.time(),
     }
 
@@ -183,7 +195,61 @@ def render_activity(state: AppState, activity_id: int) -> str | None:
         return None
     record.pop("payload")
     payload = pretty_json(raw)
-    return _env.get_template("activity.html").render(activity=record, payload=payload)
+    routed = delivery_service.activity_deliveries(state, activity_id) or []
+    return _env.get_template("activity.html").render(
+        activity=record, payload=payload, deliveries=routed
+    )
+
+
+def form_token(session: str) -> str:
+    """The token the dashboard's state-changing forms carry: derived from the session
+    cookie, which a page on another site can neither read nor compute from."""
+    return hmac.new(session.encode(), _FORM_CONTEXT, hashlib.sha256).hexdigest()
+
+
+def form_allowed(
+    session: str, token: str, *, fetch_site: str | None, origin: str | None, host: str | None
+) -> bool:
+    """Whether a form post comes from this dashboard: ``token`` is the session's
+    :func:`form_token`, and the browser says the post comes from this origin.
+
+    Browsers send ``Sec-Fetch-Site`` (``fetch_site``), which must be ``same-origin``.
+    Without it, an ``Origin`` header must name this server's ``host`` (the Host header;
+    the scheme is not compared, so a TLS-terminating proxy in front does not matter).
+    Our pages send no referrer, so a browser may send ``Origin: null``; then, as with
+    no header at all, the token alone decides.
+    """
+    if fetch_site is not None:
+        same_origin = fetch_site == "same-origin"
+    elif origin is not None and origin != "null":
+        same_origin = bool(host) and urlsplit(origin).netloc.lower() == (host or "").lower()
+    else:
+        same_origin = True  # nothing to go by: the token decides
+    token_ok = hmac.compare_digest(token.encode(), form_token(session).encode())
+    return same_origin and token_ok
+
+
+def render_dead_letters(
+    state: AppState, *, session: str, before: int | None = None, retried: int | None = None
+) -> str:
+    """The dead letters, newest first, :data:`DEAD_LETTERS_SHOWN` a page."""
+    page = delivery_service.dead_letters(state, limit=DEAD_LETTERS_SHOWN, before_seq=before)
+    items = page["items"]
+    older = items[-1]["seq"] if page["nextCursor"] else None
+    return _env.get_template("dead_letters.html").render(
+        items=items,
+        total=delivery_service.dead_letter_count(state),
+        older=older,
+        first_page=before is None,
+        retried=retried,
+        form_token=form_token(session),
+    )
+
+
+def retry_dead_letter(state: AppState, delivery_uid: str) -> int:
+    """Queue one dead letter again, as ``ninjahook deliveries retry`` does; returns 1,
+    or 0 when no dead letter has that id."""
+    return delivery_service.retry_dead_letters(state.db, DeliveryFilter(uid=delivery_uid))
 
 
 def render_alert(state: AppState, key: str) -> str | None:
@@ -198,6 +264,11 @@ def render_alert(state: AppState, key: str) -> str | None:
 def render_not_found(what: str) -> str:
     """A 404 page."""
     return _env.get_template("not_found.html").render(what=what)
+
+
+def render_forbidden() -> str:
+    """A 403 page for a form posted from elsewhere or with a stale token."""
+    return _env.get_template("forbidden.html").render()
 
 
 def static_file(name: str) -> tuple[bytes, str]:

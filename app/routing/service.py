@@ -6,16 +6,20 @@
   dead letters (GET /deliveries);
 - :func:`delivery_metrics` — counts by destination and outcome, queue depth and the
   oldest pending delivery's age, for /metrics.
+
+And the one write an operator makes: :func:`retry_dead_letters` (``ninjahook deliveries
+retry`` and the dashboard's "retry") and :func:`requeue_deliveries` (``… replay``).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.engine import Row
 
+from app.db import Database
 from app.state import AppState
 from app.storage import delivery as store
 from app.web import encode_cursor, iso
@@ -77,6 +81,29 @@ def dead_letters(
     return delivery_page(
         state, store.DeliveryFilter(statuses=(store.DEAD,)), limit=limit, before_seq=before_seq
     )
+
+
+def dead_letter_count(state: AppState) -> int:
+    """How many dead letters there are."""
+    with state.db.connect() as conn:
+        return store.count_deliveries(conn, store.DeliveryFilter(statuses=(store.DEAD,)))
+
+
+def requeue_deliveries(db: Database, flt: store.DeliveryFilter, now: float | None = None) -> int:
+    """Queue the finished (delivered or dead) deliveries matching ``flt`` again, due now,
+    with a fresh attempt budget; returns how many. Each keeps its delivery id, so a
+    destination that has it already can recognise the repeat.
+
+    Pending and in-flight deliveries are left alone: they are on their way.
+    """
+    with db.begin() as conn:
+        return store.requeue(conn, flt, time.time() if now is None else now)
+
+
+def retry_dead_letters(db: Database, flt: store.DeliveryFilter, now: float | None = None) -> int:
+    """Queue the dead letters matching ``flt`` again (see :func:`requeue_deliveries`);
+    whatever statuses ``flt`` names, only dead letters are touched."""
+    return requeue_deliveries(db, replace(flt, statuses=(store.DEAD,)), now)
 
 
 @dataclass(frozen=True)

@@ -360,6 +360,8 @@ class DeliveryFilter:
     destination: str | None = None
     statuses: Sequence[str] | None = None
     activity_id: int | None = None
+    # The delivery's public id (``Delivery.id``), to act on one delivery.
+    uid: str | None = None
 
     def where(self) -> list[sa.ColumnElement[bool]]:
         c = deliveries.c
@@ -374,6 +376,8 @@ class DeliveryFilter:
             clauses.append(c.status.in_(list(self.statuses)))
         if self.activity_id is not None:
             clauses.append(c.activity_id == self.activity_id)
+        if self.uid is not None:
+            clauses.append(c.uid == self.uid)
         return clauses
 
 
@@ -386,6 +390,12 @@ def list_deliveries(
     if before_id is not None:
         stmt = stmt.where(c.id < before_id)
     return list(conn.execute(stmt.order_by(c.id.desc()).limit(limit)).all())
+
+
+def count_deliveries(conn: Connection, flt: DeliveryFilter) -> int:
+    """How many deliveries match ``flt`` (the dashboard's dead-letter count)."""
+    stmt = sa.select(sa.func.count()).select_from(deliveries).where(*flt.where())
+    return int(conn.execute(stmt).scalar() or 0)
 
 
 def requeue(conn: Connection, flt: DeliveryFilter, now: float) -> int:

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from app.storage.tables import activities, alert_activities, alerts, rejected_deliveries
+from app.storage.tables import (
+    activities,
+    alert_activities,
+    alerts,
+    deliveries,
+    delivery_alerts,
+    rejected_deliveries,
+)
+
+# Outbox statuses (app.storage.delivery): only finished deliveries are ever pruned.
+_UNFINISHED = ("pending", "delivering")
+_DELIVERED, _DEAD = "delivered", "dead"
 
 
 def _keeps_open_alert() -> sa.ColumnElement[bool]:
@@ -18,11 +32,44 @@ def _keeps_open_alert() -> sa.ColumnElement[bool]:
     )
 
 
-def prune_activities_batch(conn: Connection, cutoff: float, batch: int) -> int:
-    """Delete up to ``batch`` activities older than ``cutoff`` (activityTime, or the
-    arrival time when it has none) that no open alert needs; returns how many.
+def _keeps_outbox_work(dead_letter_cutoff: float | None) -> sa.ColumnElement[bool]:
+    """True for an activity the outbox still needs: a delivery of it is pending or in
+    flight, or is a dead letter that died at or after ``dead_letter_cutoff`` (an operator
+    may still retry it, and the worker renders the message from the stored activity)."""
+    d = deliveries.c
+    needed: sa.ColumnElement[bool] = d.status.in_(_UNFINISHED)
+    if dead_letter_cutoff is not None:
+        needed = sa.or_(needed, sa.and_(d.status == _DEAD, d.updated_at >= dead_letter_cutoff))
+    return sa.select(d.id).where(d.activity_id == activities.c.id, needed).exists()
 
-    Their alert links go with them, and so does a closed alert left with no history.
+
+def _finished(dead_letter_cutoff: float | None) -> sa.ColumnElement[bool]:
+    """True for a delivery retention may delete once its activity is gone: delivered, or
+    a dead letter that died before ``dead_letter_cutoff`` (None: every dead letter)."""
+    d = deliveries.c
+    dead: sa.ColumnElement[bool] = d.status == _DEAD
+    if dead_letter_cutoff is not None:
+        dead = sa.and_(dead, d.updated_at < dead_letter_cutoff)
+    return sa.or_(d.status == _DELIVERED, dead)
+
+
+@dataclass(frozen=True)
+class PrunedActivities:
+    """What one batch of :func:`prune_activities_batch` deleted."""
+
+    activities: int
+    deliveries: int
+
+
+def prune_activities_batch(
+    conn: Connection, cutoff: float, batch: int, *, dead_letter_cutoff: float | None = None
+) -> PrunedActivities:
+    """Delete up to ``batch`` activities older than ``cutoff`` (activityTime, or the
+    arrival time when it has none) that no open alert and no unfinished delivery needs
+    (see :func:`_keeps_outbox_work`).
+
+    Their alert links and finished deliveries go with them, and so does a closed alert
+    left with no history.
     """
     old = sa.or_(
         activities.c.activity_time < cutoff,
@@ -30,11 +77,13 @@ def prune_activities_batch(conn: Connection, cutoff: float, batch: int) -> int:
     )
     ids = list(
         conn.execute(
-            sa.select(activities.c.id).where(old, ~_keeps_open_alert()).limit(batch)
+            sa.select(activities.c.id)
+            .where(old, ~_keeps_open_alert(), ~_keeps_outbox_work(dead_letter_cutoff))
+            .limit(batch)
         ).scalars()
     )
     if not ids:
-        return 0
+        return PrunedActivities(0, 0)
     keys = list(
         conn.execute(
             sa.select(alert_activities.c.alert_key)
@@ -43,6 +92,13 @@ def prune_activities_batch(conn: Connection, cutoff: float, batch: int) -> int:
         ).scalars()
     )
     conn.execute(sa.delete(alert_activities).where(alert_activities.c.activity_id.in_(ids)))
+    # The status is checked again here: a delivery re-queued (`deliveries replay`) since
+    # the SELECT above stays; the worker then records it as a dead letter.
+    outbox = conn.execute(
+        sa.delete(deliveries).where(
+            deliveries.c.activity_id.in_(ids), _finished(dead_letter_cutoff)
+        )
+    )
     conn.execute(sa.delete(activities).where(activities.c.id.in_(ids)))
     if keys:
         linked = sa.select(alert_activities.c.alert_key).where(
@@ -53,7 +109,7 @@ def prune_activities_batch(conn: Connection, cutoff: float, batch: int) -> int:
                 alerts.c.key.in_(keys), alerts.c.state == "closed", ~linked.exists()
             )
         )
-    return len(ids)
+    return PrunedActivities(len(ids), int(outbox.rowcount or 0))
 
 
 def prune_rejected_batch(conn: Connection, cutoff: float, batch: int) -> int:
@@ -68,6 +124,64 @@ def prune_rejected_batch(conn: Connection, cutoff: float, batch: int) -> int:
     if ids:
         conn.execute(sa.delete(rejected_deliveries).where(rejected_deliveries.c.id.in_(ids)))
     return len(ids)
+
+
+def _activity_gone(column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    return ~sa.select(activities.c.id).where(activities.c.id == column).exists()
+
+
+def prune_deliveries_batch(
+    conn: Connection, dead_letter_cutoff: float, batch: int, *, after_id: int = 0
+) -> tuple[int, int | None]:
+    """Look at the next ``batch`` deliveries after ``after_id`` (by id) and delete those
+    finished whose activity is no longer stored: delivered ones, and dead letters that
+    died before ``dead_letter_cutoff``. Pending and in-flight ones are never deleted.
+
+    :func:`prune_activities_batch` deletes an activity's finished deliveries with it;
+    this sweeps up those a prune of an earlier version left, or an activity deleted
+    while its delivery was re-queued. Walking the ids in windows bounds every
+    transaction, however large the outbox.
+
+    :returns: how many were deleted, and the ``after_id`` of the next window (None at
+        the end).
+    """
+    d = deliveries.c
+    window = list(
+        conn.execute(sa.select(d.id).where(d.id > after_id).order_by(d.id).limit(batch)).scalars()
+    )
+    if not window:
+        return 0, None
+    orphaned = sa.and_(_finished(dead_letter_cutoff), _activity_gone(d.activity_id))
+    deleted = conn.execute(
+        sa.delete(deliveries).where(d.id >= window[0], d.id <= window[-1], orphaned)
+    )
+    return int(deleted.rowcount or 0), (window[-1] if len(window) == batch else None)
+
+
+def prune_delivery_alerts_batch(conn: Connection, batch: int) -> int:
+    """Delete up to ``batch`` routes' alert states (``delivery_alerts``) of alerts that
+    are resolved and whose opening and resolving activities are both gone; returns how
+    many. An open one stays whatever its age: its RESET must still send "resolved".
+
+    Without the state, a TRIGGERED older than the pruned RESET that arrives after all
+    would notify; by then it is older than the retention period itself."""
+    a = delivery_alerts.c
+    gone = sa.and_(
+        a.state == "resolved",
+        _activity_gone(a.opened_activity_id),
+        sa.or_(a.resolved_activity_id.is_(None), _activity_gone(a.resolved_activity_id)),
+    )
+    keys = [
+        (row.route, row.alert_key)
+        for row in conn.execute(sa.select(a.route, a.alert_key).where(gone).limit(batch))
+    ]
+    if not keys:
+        return 0
+    # Checked again in the DELETE: an alert re-opened since the SELECT stays.
+    deleted = conn.execute(
+        sa.delete(delivery_alerts).where(sa.tuple_(a.route, a.alert_key).in_(keys), gone)
+    )
+    return int(deleted.rowcount or 0)
 
 
 def optimize(conn: Connection, *, analyze: bool = False) -> None:
