@@ -102,6 +102,8 @@ def prune(app_ctx: AppContext, days: int | None, batch_size: int) -> None:
     finally:
         db.dispose()
     click.echo(
-        f"pruned {result.activities} activities older than {retention_days} days "
-        f"and {result.rejected} rejected deliveries; kept the history of open alerts"
+        f"pruned {result.activities} activities older than {retention_days} days, "
+        f"{result.rejected} rejected deliveries, {result.deliveries} outbox deliveries and "
+        f"{result.delivery_alerts} resolved route alerts; kept the history of open alerts "
+        "and every pending delivery"
     )

@@ -4,41 +4,23 @@ from __future__ import annotations
 
 import json
 import signal
-import time
-from datetime import UTC, datetime
 from typing import Any
 
 import click
 
 from app.cli import AppContext, fail, pass_ctx
+from app.timeparse import parse_instant
 
 
 def _since(value: str | None) -> float | None:
     """Epoch seconds from ISO 8601, epoch seconds, or an age such as 30m, 2h, 1d."""
     if value is None:
         return None
-    text = value.strip()
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text and text[-1].lower() in units:
-        try:
-            return time.time() - float(text[:-1]) * units[text[-1].lower()]
-        except ValueError:
-            pass
     try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        fail(
-            f"--since: expected an age (30m, 2h, 1d), ISO 8601 (2026-01-31T12:00:00Z) "
-            f"or epoch seconds, got {value!r}"
-        )
+        return parse_instant(value)
+    except ValueError as exc:
+        fail(f"--since: {exc}")
         raise AssertionError from None  # fail() raises
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
 
 
 def _routes(app_ctx: AppContext, path: str | None) -> Any:

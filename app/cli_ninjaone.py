@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
 import sqlalchemy as sa
 
 from app.cli import AppContext, fail, pass_ctx
+from app.timeparse import parse_instant
 
 T = TypeVar("T")
 
@@ -56,27 +55,10 @@ def _database_guard(action: Callable[[], T]) -> T:
 
 def parse_since(text: str, now: float | None = None) -> float:
     """Epoch seconds from ISO 8601, epoch seconds, or an age such as ``90m``, ``6h``, ``2d``."""
-    from app.config import _parse_duration
-
-    now = time.time() if now is None else now
-    value = text.strip()
     try:
-        return float(value)
-    except ValueError:
-        pass
-    if value and value[-1].lower() in "smhd" and value[:-1].replace(".", "", 1).isdigit():
-        return now - _parse_duration(value)
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(
-            f"expected ISO 8601 (2026-01-31T12:00:00Z), epoch seconds or an age (6h, 2d), "
-            f"got {text!r}",
-            param_hint="--since",
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+        return parse_instant(text, now=now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
 
 
 @click.command()

@@ -11,6 +11,7 @@ from connexion.exceptions import BadRequestProblem
 from flask import current_app
 
 from app.state import SCOPE_KEY, AppState, RequestState
+from app.timeparse import parse_instant
 
 # Operations declare application/problem+json for their errors too, so a handler
 # names the content type of a successful answer: ``return body, 200, JSON``.
@@ -53,19 +54,9 @@ def parse_time(value: str | None, name: str) -> float | None:
     if value is None or value == "":
         return None
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequestProblem(
-            detail=f"{name}: expected ISO 8601 (2026-01-31T12:00:00Z) or epoch seconds, "
-            f"got {value!r}"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
+        return parse_instant(value, allow_age=False)
+    except ValueError as exc:
+        raise BadRequestProblem(detail=f"{name}: {exc}") from None
 
 
 def iso(ts: float) -> str:

@@ -68,9 +68,11 @@ def test_serve_generates_tokens_prints_them_once_and_never_accepts_anonymous(
         )
         assert r.status_code == 200
         # The query-string form is logged by the access log: it must be redacted there.
-        r = httpx.post(f"{url}{INGEST_PATH}?token={webhook_token}",
-                       content=body(minimal_activity(2)),
-                       headers={"Content-Type": "application/json"})
+        r = httpx.post(
+            f"{url}{INGEST_PATH}?token={webhook_token}",
+            content=body(minimal_activity(2)),
+            headers={"Content-Type": "application/json"},
+        )
         assert r.status_code == 200
         api_token = (instance / "api-token").read_text().strip()
         assert (
