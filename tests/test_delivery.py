@@ -25,6 +25,7 @@ from app.routing import service
 from app.storage import delivery as store
 from tests.support import (
     API_HEADERS,
+    FAST_DELIVERY,
     INGEST_PATH,
     ROOT,
     WEBHOOK_HEADERS,
@@ -33,16 +34,9 @@ from tests.support import (
     free_port,
     live_server,
     minimal_activity,
+    one_route_file,
+    settle_deliveries,
 )
-
-FAST_RETRIES = {
-    "delivery_backoff": "0.05",
-    "delivery_backoff_max": "0.2",
-    "delivery_max_attempts": "3",
-    "delivery_lease": "1",
-    "delivery_timeout": "3",
-    "delivery_poll_interval": "0.05",
-}
 
 ROUTES = """\
 destinations:
@@ -110,22 +104,6 @@ def write_routes(tmp_path: Path, destinations: dict[str, Any]) -> Path:
     return path
 
 
-def deliver_until_settled(state: Any, timeout: float = 30) -> None:
-    """Run a worker until nothing is pending or in flight (retries included)."""
-    worker = Worker(state)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            worker.run(drain=True)
-            depth = service.delivery_metrics(state).queue_depth
-            if depth == 0:
-                return
-            time.sleep(0.05)
-        raise AssertionError("deliveries did not settle")
-    finally:
-        worker.close()
-
-
 def rows(state: Any, **flt: Any) -> list[Any]:
     with state.db.connect() as conn:
         return store.list_deliveries(conn, store.DeliveryFilter(**flt), limit=1000)
@@ -137,7 +115,7 @@ def test_triggered_and_reset_reach_exactly_the_matching_routes(
     tmp_path: Path,
     settings: dict[str, Any],
 ) -> None:
-    app = make_app(routes_file=str(write_routes(tmp_path, destinations)), **FAST_RETRIES)
+    app = make_app(routes_file=str(write_routes(tmp_path, destinations)), **FAST_DELIVERY)
     state = app.app.extensions["ninjahook"]
     series = "5b1e0d1c-0000-4000-8000-00000000a1e7"
     with app.test_client() as client:
@@ -165,7 +143,7 @@ def test_triggered_and_reset_reach_exactly_the_matching_routes(
         (1004, "servers-to-down", "resolved"),
     ]
 
-    deliver_until_settled(state)
+    settle_deliveries(state)
 
     flaky, slow, never = destinations["flaky"], destinations["slow"], destinations["never"]
     by_uid = {r.uid: r for r in rows(state)}
@@ -201,7 +179,7 @@ def test_triggered_and_reset_reach_exactly_the_matching_routes(
         )
         assert result.exit_code == 0, result.output
         assert "2 dead letters queued again" in result.output
-        deliver_until_settled(state)
+        settle_deliveries(state)
         assert sorted(down.ids()) == sorted(d["id"] for d in dead)
         assert [p["event"] for p in down.payloads()] == ["notify", "resolved"]
     finally:
@@ -219,7 +197,7 @@ def test_triggered_and_reset_reach_exactly_the_matching_routes(
 def test_an_alert_that_resets_and_triggers_again_notifies_again(
     make_app: Callable[..., Any], destinations: dict[str, Any], tmp_path: Path
 ) -> None:
-    app = make_app(routes_file=str(write_routes(tmp_path, destinations)), **FAST_RETRIES)
+    app = make_app(routes_file=str(write_routes(tmp_path, destinations)), **FAST_DELIVERY)
     state = app.app.extensions["ninjahook"]
     series = "5b1e0d1c-0000-4000-8000-00000000b0b0"
     sequence = [(2001, "TRIGGERED"), (2002, "RESET"), (2003, "RESET"), (2004, "TRIGGERED")]
@@ -239,7 +217,7 @@ def test_an_alert_that_resets_and_triggers_again_notifies_again(
 def test_a_late_trigger_older_than_its_reset_stays_quiet(
     make_app: Callable[..., Any], destinations: dict[str, Any], tmp_path: Path
 ) -> None:
-    app = make_app(routes_file=str(write_routes(tmp_path, destinations)), **FAST_RETRIES)
+    app = make_app(routes_file=str(write_routes(tmp_path, destinations)), **FAST_DELIVERY)
     state = app.app.extensions["ninjahook"]
     series = "5b1e0d1c-0000-4000-8000-00000000c0de"
     # Arrival order: the RESET (t=200) overtakes its TRIGGERED (t=100); then a new
@@ -262,13 +240,13 @@ def test_read_api_lists_an_activitys_deliveries_and_the_dead_letters(
 ) -> None:
     app = make_app(
         routes_file=str(write_routes(tmp_path, destinations)),
-        **{**FAST_RETRIES, "delivery_max_attempts": "1"},
+        **{**FAST_DELIVERY, "delivery_max_attempts": "1"},
     )
     state = app.app.extensions["ninjahook"]
     with app.test_client() as client:
         payload = condition_activity(3001)
         assert client.post(INGEST_PATH, json=payload, headers=WEBHOOK_HEADERS).status_code == 200
-        deliver_until_settled(state)
+        settle_deliveries(state)
         listed = client.get("/activities/3001/deliveries", headers=API_HEADERS)
         assert listed.status_code == 200
         items = listed.json()["items"]
@@ -309,7 +287,7 @@ def test_retry_after_from_a_destination_postpones_the_retry(
             f"destinations:\n  d: {{kind: webhook, url: '{limited.url}'}}\n"
             "routes:\n  - {name: all, destinations: [d]}\n"
         )
-        app = make_app(routes_file=str(routes), **FAST_RETRIES)
+        app = make_app(routes_file=str(routes), **FAST_DELIVERY)
         state = app.app.extensions["ninjahook"]
         with app.test_client() as client:
             client.post(INGEST_PATH, json=minimal_activity(4001), headers=WEBHOOK_HEADERS)
@@ -332,7 +310,7 @@ def _worker_env(settings: dict[str, Any], routes: Path) -> dict[str, str]:
             "NINJAHOOK_DATABASE_URL": settings["database_url"],
             "NINJAHOOK_INSTANCE_PATH": settings["instance_path"],
             "NINJAHOOK_ROUTES": str(routes),
-            **{f"NINJAHOOK_{k.upper()}": v for k, v in FAST_RETRIES.items()},
+            **{f"NINJAHOOK_{k.upper()}": v for k, v in FAST_DELIVERY.items()},
             "NINJAHOOK_DELIVERY_LEASE": "2",
             "NINJAHOOK_DELIVERY_TIMEOUT": "1",
         }
@@ -402,7 +380,7 @@ def test_on_sqlite_the_server_delivers_by_itself(
     if not database_url.startswith("sqlite"):
         # Beside PostgreSQL the standalone `ninjahook worker` delivers (tested above)
         # unless NINJAHOOK_DELIVERY_WORKER=on asks the server to as well.
-        route = str(_one_route(tmp_path, "http://127.0.0.1:9/"))
+        route = str(one_route_file(tmp_path, "http://127.0.0.1:9/"))
         for mode, expected in (("auto", []), ("on", ["delivery-worker"])):
             scheduler = make_app(routes_file=route, delivery_worker=mode).app.extensions[
                 "ninjahook.scheduler"
@@ -412,9 +390,9 @@ def test_on_sqlite_the_server_delivers_by_itself(
     destination = DestinationServer().start()
     try:
         app = make_app(
-            routes_file=str(_one_route(tmp_path, destination.url)),
+            routes_file=str(one_route_file(tmp_path, destination.url)),
             background_tasks="1",
-            **FAST_RETRIES,
+            **FAST_DELIVERY,
         )
         with live_server(app) as server:
             response = httpx.post(
@@ -430,19 +408,10 @@ def test_on_sqlite_the_server_delivers_by_itself(
         destination.stop()
 
 
-def _one_route(tmp_path: Path, url: str) -> Path:
-    path = tmp_path / "one-route.yaml"
-    path.write_text(
-        f"destinations:\n  d: {{kind: webhook, url: '{url}'}}\n"
-        "routes:\n  - {name: all, destinations: [d]}\n"
-    )
-    return path
-
-
 def test_concurrent_workers_never_take_the_same_delivery(
     make_app: Callable[..., Any], tmp_path: Path
 ) -> None:
-    app = make_app(routes_file=str(_one_route(tmp_path, "http://127.0.0.1:9/")))
+    app = make_app(routes_file=str(one_route_file(tmp_path, "http://127.0.0.1:9/")))
     state = app.app.extensions["ninjahook"]
     now = time.time()
     with state.db.begin() as conn:
@@ -489,11 +458,11 @@ def test_replay_resends_delivered_messages_under_the_same_id(
 ) -> None:
     destination = DestinationServer().start()
     try:
-        app = make_app(routes_file=str(_one_route(tmp_path, destination.url)), **FAST_RETRIES)
+        app = make_app(routes_file=str(one_route_file(tmp_path, destination.url)), **FAST_DELIVERY)
         state = app.app.extensions["ninjahook"]
         with app.test_client() as client:
             client.post(INGEST_PATH, json=minimal_activity(8001), headers=WEBHOOK_HEADERS)
-        deliver_until_settled(state)
+        settle_deliveries(state)
         env = {"NINJAHOOK_DATABASE_URL": settings["database_url"], "COLUMNS": "250"}
         base = ["--instance", settings["instance_path"], "deliveries"]
         runner = CliRunner()
@@ -505,7 +474,7 @@ def test_replay_resends_delivered_messages_under_the_same_id(
         assert bad.exit_code == 1 and "--since: expected" in bad.output
         replayed = runner.invoke(cli, [*base, "replay", "--since", "1h", "--route", "all"], env=env)
         assert replayed.exit_code == 0 and "1 deliveries queued again" in replayed.output
-        deliver_until_settled(state)
+        settle_deliveries(state)
         first, second = destination.ids()
         assert first == second
     finally:
@@ -526,12 +495,12 @@ def test_secrets_never_reach_the_logs_or_the_outbox(
         "destinations:\n  chat: {kind: slack, url_env: SLACK_URL}\n"
         "routes:\n  - {name: all, destinations: [chat]}\n"
     )
-    app = make_app(routes_file=str(routes), **{**FAST_RETRIES, "delivery_max_attempts": "2"})
+    app = make_app(routes_file=str(routes), **{**FAST_DELIVERY, "delivery_max_attempts": "2"})
     state = app.app.extensions["ninjahook"]
     with app.test_client() as client:
         client.post(INGEST_PATH, json=minimal_activity(9001), headers=WEBHOOK_HEADERS)
     caplog.set_level("DEBUG")
-    deliver_until_settled(state)
+    settle_deliveries(state)
     (row,) = rows(state)
     assert row.status == "dead" and "ConnectError" in row.last_error
     assert "S3CR3T" not in row.last_error
@@ -541,7 +510,7 @@ def test_secrets_never_reach_the_logs_or_the_outbox(
     try:
         with state.db.begin() as conn:
             assert store.requeue(conn, store.DeliveryFilter(), time.time()) == 1
-        deliver_until_settled(state)
+        settle_deliveries(state)
     finally:
         chat.stop()
     assert len(chat.requests) == 1 and rows(state)[0].status == "delivered"
