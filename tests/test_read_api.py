@@ -6,12 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import API_HEADERS, INGEST_PATH, WEBHOOK_HEADERS, body, condition_activity
-
-
-def deliver(client: Any, payload: dict[str, Any]) -> None:
-    r = client.post(INGEST_PATH, content=body(payload), headers=WEBHOOK_HEADERS)
-    assert r.status_code == 200, r.text
+from tests.support import API_HEADERS, INGEST_PATH, WEBHOOK_HEADERS, condition_activity, deliver
 
 
 @pytest.fixture
