@@ -117,7 +117,18 @@ class ActivityFilter:
     until: float | None = None
 
 
+# The trigram indexes (migration 0005) hold three-character windows: a shorter ``q``
+# cannot use them and is matched by scanning the rows the other filters select.
+TRIGRAM = 3
+# SQLite: how many of the newest text matches a page examines through the FTS index, in
+# rounds, before it hands the rest of the page to the other filters' indexes (see
+# _text_page_ids). Each candidate costs a row read for the exact check.
+FTS_ROUNDS = (256, 2048)
+FTS_TABLE = sa.table("activities_fts", sa.column("rowid", sa.BigInteger))
+
+
 def _where(flt: ActivityFilter) -> list[sa.ColumnElement[bool]]:
+    """The filter's conditions, ``q`` included (as the exact ILIKE condition)."""
     c = activities.c
     clauses: list[sa.ColumnElement[bool]] = []
     equal = {
@@ -136,21 +147,38 @@ def _where(flt: ActivityFilter) -> list[sa.ColumnElement[bool]]:
     if flt.until is not None:
         clauses.append(c.activity_time < flt.until)
     if flt.text:
-        pattern = "%" + flt.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        clauses.append(
-            sa.or_(c.message.ilike(pattern, escape="\\"), c.subject.ilike(pattern, escape="\\"))
-        )
+        clauses.append(_text_condition(flt.text))
     return clauses
 
 
-def _record_select() -> sa.Select[Any]:
+def _text_condition(text: str) -> sa.ColumnElement[bool]:
+    """``text`` as a case-insensitive substring of message or subject, ``%`` and ``_`` literal.
+
+    This is the definition of ``q`` on both backends. PostgreSQL serves it from the pg_trgm
+    indexes directly; on SQLite the FTS index only narrows the candidates and this decides.
+    """
+    c = activities.c
+    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return sa.or_(c.message.ilike(pattern, escape="\\"), c.subject.ilike(pattern, escape="\\"))
+
+
+def _fts_phrase(text: str) -> str:
+    """``text`` as one FTS5 phrase: with the trigram tokenizer, a substring match."""
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _record_select(rows: sa.FromClause = activities) -> sa.Select[Any]:
     """Every API column under its API name, the raw body, and the names from the entity cache.
 
     An activity delivered without expansion still gets organization and location
-    names through its cached device.
+    names through its cached device. ``rows``, when given, is a subquery of the ``id``s
+    to return: the entity names are then joined for those rows only.
     """
     org_id = sa.func.coalesce(activities.c.organization_id, devices.c.organization_id)
     loc_id = sa.func.coalesce(activities.c.location_id, devices.c.location_id)
+    source: sa.FromClause = activities
+    if rows is not activities:
+        source = rows.join(activities, activities.c.id == rows.c.id)
     return (
         sa.select(
             *[col.label(name) for name, col in ACTIVITY_COLUMNS.items()],
@@ -159,7 +187,7 @@ def _record_select() -> sa.Select[Any]:
             organizations.c.name.label("organizationName"),
             locations.c.name.label("locationName"),
         )
-        .select_from(activities)
+        .select_from(source)
         .outerjoin(devices, devices.c.id == activities.c.device_id)
         .outerjoin(organizations, organizations.c.id == org_id)
         .outerjoin(locations, locations.c.id == loc_id)
@@ -171,18 +199,80 @@ def get_activity_record(conn: Connection, activity_id: int) -> Row[Any] | None:
     return conn.execute(_record_select().where(activities.c.id == activity_id)).first()
 
 
+def _page_ids(
+    conditions: Sequence[sa.ColumnElement[bool]], limit: int, before_id: int | None
+) -> sa.Select[Any]:
+    """The ids of one page: the newest ``limit`` rows meeting ``conditions`` below ``before_id``."""
+    stmt = sa.select(activities.c.id).where(*conditions)
+    if before_id is not None:
+        stmt = stmt.where(activities.c.id < before_id)
+    return stmt.order_by(activities.c.id.desc()).limit(limit)
+
+
 def list_activities(
     conn: Connection, flt: ActivityFilter, *, limit: int, before_id: int | None = None
 ) -> list[Row[Any]]:
     """Up to ``limit`` activities matching ``flt``, newest (highest id) first, below ``before_id``.
 
-    Rows carry the API column names and ``raw``.
+    Rows carry the API column names and ``raw``. The page's ids are chosen first, from
+    the indexes, and the entity names joined for those rows only: joining before the
+    ORDER BY ... LIMIT would look up names for every row in a time range.
     """
-    stmt = _record_select().where(*_where(flt))
-    if before_id is not None:
-        stmt = stmt.where(activities.c.id < before_id)
-    stmt = stmt.order_by(activities.c.id.desc()).limit(limit)
-    return list(conn.execute(stmt))
+    if flt.text and len(flt.text) >= TRIGRAM and conn.dialect.name == "sqlite":
+        ids = _text_page_ids(conn, flt, limit, before_id)
+        if not ids:
+            return []
+        stmt = _record_select().where(activities.c.id.in_(ids))
+    else:
+        page = _page_ids(_where(flt), limit, before_id).subquery("page")
+        stmt = _record_select(page)
+    return list(conn.execute(stmt.order_by(activities.c.id.desc())))
+
+
+def _text_page_ids(
+    conn: Connection, flt: ActivityFilter, limit: int, before_id: int | None
+) -> list[int]:
+    """SQLite: a page's ids for a ``q`` of three or more characters, newest first.
+
+    The FTS index yields the text matches newest first. They are taken in rounds of
+    :data:`FTS_ROUNDS` candidates, each checked against the other filters and the exact
+    ILIKE condition: a common word fills the page in the first small round, a rare text
+    runs out of matches and is answered completely. When every round is used up, the
+    text is common but the other filters keep few of its matches (a device, a time range
+    long ago): the rest of the page lies below the oldest candidate, and the ordinary
+    query through those filters' indexes, with the ILIKE condition, finishes it there.
+    A page thus reads at most ``sum(FTS_ROUNDS)`` FTS rows.
+    """
+    conditions = _where(flt)
+    phrase = _fts_phrase(str(flt.text))
+    found: list[int] = []
+    below = before_id
+    for size in FTS_ROUNDS:
+        newest_matches = (
+            sa.select(FTS_TABLE.c.rowid.label("id"))
+            .where(sa.literal_column(FTS_TABLE.name).op("MATCH")(phrase))
+            .order_by(FTS_TABLE.c.rowid.desc())
+            .limit(size)
+        )
+        if below is not None:
+            newest_matches = newest_matches.where(FTS_TABLE.c.rowid < below)
+        candidates = newest_matches.subquery("candidates")
+        found += conn.execute(
+            sa.select(activities.c.id)
+            .select_from(candidates.join(activities, activities.c.id == candidates.c.id))
+            .where(*conditions)
+            .order_by(candidates.c.id.desc())
+            .limit(limit - len(found))
+        ).scalars()
+        if len(found) == limit:
+            return found
+        examined, below = conn.execute(
+            sa.select(sa.func.count(), sa.func.min(candidates.c.id))
+        ).one()
+        if examined < size:
+            return found  # every text match below before_id has been examined
+    rest = _page_ids(conditions, limit - len(found), below)
+    return found + list(conn.execute(rest).scalars())
 
 
 def insert_rejected(

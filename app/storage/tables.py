@@ -41,7 +41,9 @@ activities = sa.Table(
     sa.Column("raw", sa.LargeBinary, nullable=False),
     sa.Index("ix_activities_device_id_id", "device_id", "id"),
     sa.Index("ix_activities_series_uid", "series_uid"),
-    sa.Index("ix_activities_activity_time", "activity_time"),
+    # (activity_time, id): a time-range page takes its newest ids from the index alone
+    # (migration 0005; on SQLite ``id`` is not the rowid).
+    sa.Index("ix_activities_activity_time_id", "activity_time", "id"),
 )
 
 rejected_deliveries = sa.Table(
@@ -184,6 +186,18 @@ sa.Index("ix_activities_organization_id_id", activities.c.organization_id, activ
 sa.Index("ix_activities_location_id_id", activities.c.location_id, activities.c.id)
 sa.Index("ix_activities_source_name_id", activities.c.source_name, activities.c.id)
 sa.Index("ix_activities_activity_type_id", activities.c.activity_type, activities.c.id)
+
+# `q` (case-insensitive substring of message or subject), migration 0005. PostgreSQL:
+# pg_trgm GIN indexes that ILIKE uses. SQLite: the FTS5 trigram table ``activities_fts``
+# and its triggers, which SQLAlchemy cannot describe (so they are not here).
+for _column in (activities.c.message, activities.c.subject):
+    sa.Index(
+        f"ix_activities_{_column.name}_trgm",
+        _column,
+        postgresql_using="gin",
+        postgresql_ops={_column.name: "gin_trgm_ops"},
+        postgresql_where=_column.is_not(None),
+    ).ddl_if(dialect="postgresql")
 
 # --- delivery routing (issue: route activities) -----------------------------------------
 # Defined by migration 0004. ``deliveries`` is a transactional outbox: rows are inserted
