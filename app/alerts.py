@@ -3,9 +3,11 @@
 An alert is keyed by :func:`alert_key`. Its state is a pure function of its stored
 activities folded in activityTime order (:func:`fold`): TRIGGERED opens it, RESET
 closes it, ACKNOWLEDGED marks it acknowledged. Ingest links each new CONDITION
-activity to its alert and refolds that alert inside the same transaction, so the
-order of arrival and redeliveries cannot change the result, and ``alerts rebuild``
-(:func:`rebuild`) computes exactly the same rows from scratch.
+activity to its alert inside the same transaction and applies it to the stored
+alert as one more fold step when it is the alert's newest activity, or refolds the
+alert's whole history when it arrived out of order. So the order of arrival and
+redeliveries cannot change the result, and ``alerts rebuild`` (:func:`rebuild`)
+computes exactly the same rows from scratch.
 """
 
 from __future__ import annotations
@@ -84,14 +86,9 @@ def _order(event: Any) -> tuple[float, int]:
     return (float(time), int(event.id))
 
 
-def fold(events: Iterable[Any]) -> dict[str, Any]:
-    """The alert columns that ``events`` (stored activities of one alert) add up to.
-
-    Events are applied in activityTime order whatever order they are given in.
-    Descriptive columns (device, organization, source) take the latest non-null
-    value; severity, priority and message describe the latest TRIGGERED event.
-    """
-    alert: dict[str, Any] = {
+def _initial() -> dict[str, Any]:
+    """The alert columns before any activity (also what a freshly locked row holds)."""
+    return {
         "state": "closed",
         "acknowledged": False,
         "opened_at": None,
@@ -107,38 +104,72 @@ def fold(events: Iterable[Any]) -> dict[str, Any]:
         "last_activity_time": None,
         "last_activity_id": None,
     }
+
+
+def _apply(alert: dict[str, Any], event: Any) -> None:
+    """Apply one event to ``alert`` (in place): the single step of :func:`fold`."""
+    when = _order(event)[0]
+    status = event.status_code
+    if status == TRIGGERED:
+        if alert["state"] != "open":
+            alert.update(state="open", opened_at=when, closed_at=None, acknowledged=False)
+        alert.update(severity=event.severity, priority=event.priority, message=event.message)
+    elif status in RESET_CODES:
+        alert.update(state="closed", closed_at=when)
+    elif status == ACKNOWLEDGED:
+        alert["acknowledged"] = True
+    for column in ("device_id", "organization_id", "location_id", "activity_type"):
+        if getattr(event, column) is not None:
+            alert[column] = getattr(event, column)
+    if event.source_name is not None:
+        alert["source_name"] = event.source_name
+    if alert["message"] is None and event.message is not None:
+        alert["message"] = event.message
+    if alert["severity"] is None and event.severity is not None:
+        alert["severity"] = event.severity
+    alert.update(last_activity_time=when, last_activity_id=event.id)
+
+
+def fold(events: Iterable[Any]) -> dict[str, Any]:
+    """The alert columns that ``events`` (stored activities of one alert) add up to.
+
+    Events are applied in activityTime order whatever order they are given in.
+    Descriptive columns (device, organization, source) take the latest non-null
+    value; severity, priority and message describe the latest TRIGGERED event.
+    """
+    alert = _initial()
     for event in sorted(events, key=_order):
-        when = _order(event)[0]
-        status = event.status_code
-        if status == TRIGGERED:
-            if alert["state"] != "open":
-                alert.update(state="open", opened_at=when, closed_at=None, acknowledged=False)
-            alert.update(severity=event.severity, priority=event.priority, message=event.message)
-        elif status in RESET_CODES:
-            alert.update(state="closed", closed_at=when)
-        elif status == ACKNOWLEDGED:
-            alert["acknowledged"] = True
-        for column in ("device_id", "organization_id", "location_id", "activity_type"):
-            if getattr(event, column) is not None:
-                alert[column] = getattr(event, column)
-        if event.source_name is not None:
-            alert["source_name"] = event.source_name
-        if alert["message"] is None and event.message is not None:
-            alert["message"] = event.message
-        if alert["severity"] is None and event.severity is not None:
-            alert["severity"] = event.severity
-        alert.update(last_activity_time=when, last_activity_id=event.id)
+        _apply(alert, event)
     return alert
 
 
 def apply_new_activity(conn: Connection, _payload: dict[str, Any], stored: StoredActivity) -> None:
-    """Ingest hook: link a new CONDITION activity to its alert and refold that alert."""
-    key = key_of_event(_Event(stored.row))
+    """Ingest hook: link a new CONDITION activity to its alert and bring the alert up to date.
+
+    The alert row holds the fold of its activities so far, up to its last applied
+    one. An activity ordered after that one (the usual case) is applied to the row
+    directly: the fold of all activities equals one more step from there. An
+    activity that sorts before it (a late or backfilled delivery) refolds the
+    alert's whole history instead. Either way the result is what
+    :func:`rebuild` computes.
+    """
+    row = stored.row
+    activity_type = row.get("activity_type")
+    if not isinstance(activity_type, str) or not activity_type.startswith(CONDITION_TYPES_PREFIX):
+        return  # not an alert's activity: no statement at all
+    event = _Event(row)
+    key = key_of_event(event)
     if key is None:
         return
-    store.lock_alert(conn, key)
+    current = store.lock_alert(conn, key)
     store.link_activity(conn, key, stored.id)
-    store.write_alert(conn, key, fold(store.alert_events(conn, key)))
+    last_id = current["last_activity_id"]
+    if last_id is None or _order(event) > (float(current["last_activity_time"]), int(last_id)):
+        alert = {column: current[column] for column in _initial()}
+        _apply(alert, event)
+    else:
+        alert = fold(store.alert_events(conn, key))
+    store.write_alert(conn, key, alert)
 
 
 def rebuild(conn: Connection, progress: Callable[[int], None] | None = None) -> tuple[int, int]:

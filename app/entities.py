@@ -12,10 +12,14 @@ returns the periodic backfill task.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from typing import Any
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, TypeGuard
 
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy import Table, event
+from sqlalchemy.engine import Connection, Engine, ExceptionContext, Row
 
 from app.background import PeriodicTask
 from app.state import AppState, StoredActivity
@@ -90,42 +94,172 @@ def device_row(device: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _has_id(obj: dict[str, Any]) -> bool:
-    return _int(obj.get("id")) is not None
+def _has_id(obj: Any) -> TypeGuard[dict[str, Any]]:
+    return isinstance(obj, dict) and _int(obj.get("id")) is not None
 
 
-def update_cache_from_activity(
-    conn: Connection, payload: dict[str, Any], stored: StoredActivity
+class WrittenEntities:
+    """What this process committed to the entity cache lately, to skip repeating it.
+
+    A bounded LRU keyed by (table, id) holding the columns written (without the
+    stamps) and their ``observed_at``. A write is skipped only when the same columns
+    were committed at an equal or newer ``observed_at``: the guarded upsert would
+    then change nothing. Entries enter the LRU only when their transaction commits
+    (and leave it again if that commit fails), so a rolled-back delivery is written
+    again when it is redelivered. Another process may have written newer data since;
+    that only makes the skipped write a no-op too. Correctness never depends on the
+    LRU: a miss just runs the guarded upsert.
+    """
+
+    def __init__(self, capacity: int = 2048) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple[str, int], tuple[dict[str, Any], float]] = OrderedDict()
+        self._lock = threading.Lock()
+        # Keys of this instance's data in ``Connection.info`` (one engine may be
+        # followed by more than one instance).
+        self._pending = ("ninjahook.entities.pending", id(self))
+        self._promoted = ("ninjahook.entities.promoted", id(self))
+
+    def attach(self, engine: Engine) -> None:
+        """Follow the transactions of ``engine``'s connections."""
+        event.listen(engine, "begin", self._begin)
+        event.listen(engine, "commit", self._commit)
+        event.listen(engine, "rollback", self._rollback)
+        # A failed COMMIT fires no "rollback" event, only "handle_error".
+        event.listen(engine, "handle_error", self._error)
+
+    def is_current(self, key: tuple[str, int], columns: dict[str, Any], observed: float) -> bool:
+        """True when ``columns`` were committed for ``key`` at ``observed`` or later."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return False
+            self._entries.move_to_end(key)
+        return entry[1] >= observed and entry[0] == columns
+
+    def stage(
+        self, conn: Connection, key: tuple[str, int], columns: dict[str, Any], observed: float
+    ) -> None:
+        """Remember a write of this transaction, to enter the LRU when it commits."""
+        conn.info.setdefault(self._pending, []).append((key, columns, observed))
+
+    def _begin(self, conn: Connection) -> None:
+        conn.info.pop(self._pending, None)
+        conn.info.pop(self._promoted, None)
+
+    def _commit(self, conn: Connection) -> None:
+        # Runs just before the DBAPI commit; _error undoes this if the commit fails.
+        pending = conn.info.pop(self._pending, None)
+        if not pending:
+            return
+        with self._lock:
+            for key, columns, observed in pending:
+                self._entries[key] = (columns, observed)
+                self._entries.move_to_end(key)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+        conn.info[self._promoted] = [key for key, _, _ in pending]
+
+    def _error(self, context: ExceptionContext) -> None:
+        if context.connection is not None:
+            self._rollback(context.connection)
+
+    def _rollback(self, conn: Connection) -> None:
+        conn.info.pop(self._pending, None)
+        promoted = conn.info.pop(self._promoted, None)
+        if promoted:
+            with self._lock:
+                for key in promoted:
+                    self._entries.pop(key, None)
+
+
+def _write(
+    conn: Connection,
+    written: WrittenEntities | None,
+    table: Table,
+    rows: list[dict[str, Any]],
+    stamps: dict[str, float],
 ) -> None:
-    """The ingest hook: cache what the payload expands, as of its ``activityTime``."""
-    activity_time = payload.get("activityTime")
-    observed = (
-        float(activity_time) if isinstance(activity_time, int | float) else stored.received_at
-    )
-    stamps = {"observed_at": observed, "updated_at": stored.received_at}
-    device = payload.get("device")
-    refs = device.get("references") if isinstance(device, dict) else None
-    refs = refs if isinstance(refs, dict) else {}
-    device_org = _int(device.get("organizationId")) if isinstance(device, dict) else None
+    observed = stamps["observed_at"]
+    fresh = []
+    for row in rows:
+        key = (table.name, row["id"])
+        if written is not None:
+            if written.is_current(key, row, observed):
+                continue
+            written.stage(conn, key, row, observed)
+        fresh.append({**row, **stamps})
+    if fresh:
+        store.upsert_rows_if_newer(conn, table, fresh)
 
-    # Organizations, then locations, then devices: one order for every writer, so
-    # concurrent ingests on PostgreSQL never wait on each other in a cycle.
-    for org, full in ((payload.get("organization"), True), (refs.get("organization"), False)):
-        if isinstance(org, dict) and _has_id(org):
-            store.upsert_if_newer(
-                conn, organizations, {**organization_row(org, full=full), **stamps}
-            )
-    for loc, full in ((payload.get("location"), True), (refs.get("location"), False)):
-        if isinstance(loc, dict) and _has_id(loc):
-            row = location_row(loc, full=full, organization_id=device_org)
-            store.upsert_if_newer(conn, locations, {**row, **stamps})
-    if isinstance(device, dict) and _has_id(device):
-        store.upsert_if_newer(conn, devices, {**device_row(device), **stamps})
+
+def _one_per_id(*candidates: dict[str, Any] | None) -> list[dict[str, Any]]:
+    # The first candidate for an id wins: the full object before the name-only
+    # reference. Both carry the same observed_at, so the guarded upsert would have
+    # kept the first one's columns anyway and skipped the second.
+    rows: dict[int, dict[str, Any]] = {}
+    for row in candidates:
+        if row is not None:
+            rows.setdefault(row["id"], row)
+    return list(rows.values())
+
+
+def cache_updater(
+    written: WrittenEntities | None,
+) -> Callable[[Connection, dict[str, Any], StoredActivity], None]:
+    """The ingest hook, remembering committed writes in ``written`` (None: no LRU)."""
+
+    def update_cache_from_activity(
+        conn: Connection, payload: dict[str, Any], stored: StoredActivity
+    ) -> None:
+        """The ingest hook: cache what the payload expands, as of its ``activityTime``."""
+        device = payload.get("device")
+        org, loc = payload.get("organization"), payload.get("location")
+        if not isinstance(device, dict) and org is None and loc is None:
+            return  # nothing expanded: nothing to cache (the common UI-channel shape)
+        activity_time = payload.get("activityTime")
+        observed = (
+            float(activity_time) if isinstance(activity_time, int | float) else stored.received_at
+        )
+        stamps = {"observed_at": observed, "updated_at": stored.received_at}
+        refs = device.get("references") if isinstance(device, dict) else None
+        refs = refs if isinstance(refs, dict) else {}
+        device_org = _int(device.get("organizationId")) if isinstance(device, dict) else None
+        ref_org, ref_loc = refs.get("organization"), refs.get("location")
+
+        # Organizations, then locations, then devices: one order for every writer, so
+        # concurrent ingests on PostgreSQL never wait on each other in a cycle.
+        orgs = _one_per_id(
+            organization_row(org, full=True) if _has_id(org) else None,
+            organization_row(ref_org, full=False) if _has_id(ref_org) else None,
+        )
+        if orgs:
+            _write(conn, written, organizations, orgs, stamps)
+        locs = _one_per_id(
+            location_row(loc, full=True, organization_id=device_org) if _has_id(loc) else None,
+            location_row(ref_loc, full=False, organization_id=device_org)
+            if _has_id(ref_loc)
+            else None,
+        )
+        if locs:
+            _write(conn, written, locations, locs, stamps)
+        if _has_id(device):
+            _write(conn, written, devices, [device_row(device)], stamps)
+
+    # Named like a module-level function in profiles and benchmark tables.
+    update_cache_from_activity.__qualname__ = "update_cache_from_activity"
+    return update_cache_from_activity
+
+
+# Without an LRU: for callers that have no engine to follow (and for comparisons).
+update_cache_from_activity = cache_updater(None)
 
 
 def install(state: AppState) -> list[PeriodicTask]:
     """Register the cache hook; return the backfill task when it is enabled and configured."""
-    state.new_activity_hooks.append(update_cache_from_activity)
+    written = WrittenEntities()
+    written.attach(state.db.engine)
+    state.new_activity_hooks.append(cache_updater(written))
     from app import ninjaone
 
     interval = int(state.config.backfill_interval or 0)

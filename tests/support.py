@@ -401,3 +401,20 @@ def settle_deliveries(state: Any, timeout: float = 30) -> None:
         raise AssertionError("deliveries did not settle")
     finally:
         worker.close()
+
+
+@contextmanager
+def recorded_statements(engine: Any) -> Iterator[list[str]]:
+    """The SQL text of every statement ``engine``'s connections run inside the block."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statements.append(args[2])  # (conn, cursor, statement, parameters, context, many)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

@@ -22,6 +22,8 @@ from tests.support import (
     body,
     condition_activity,
     deliver,
+    minimal_activity,
+    recorded_statements,
     seed_entities,
 )
 
@@ -272,3 +274,118 @@ def test_concurrent_deliveries_of_one_alert_end_like_a_rebuild(server: Any, stat
     with state.db.connect() as conn:
         assert all_alerts(conn) == incremental
     assert [r.key for r in incremental] == ["contended"]
+
+
+def _rebuilt(state: Any) -> list[Any]:
+    """Every alert row as ``alerts rebuild`` computes it, leaving the stored rows as they were."""
+    with state.db.connect() as conn:
+        trans = conn.begin()
+        alerts.rebuild(conn)
+        rows = all_alerts(conn)
+        trans.rollback()
+    return rows
+
+
+def _event(activity_id: int, status: str, seconds: float, **extra: Any) -> dict[str, Any]:
+    return condition_activity(
+        activity_id, status=status, series_uid=SERIES, activity_time=T0 + seconds, **extra
+    )
+
+
+# Delivery orders as (id, statusCode, seconds after T0), with the alert they must end in.
+SEQUENCES: dict[str, tuple[list[tuple[int, str, float]], str, bool]] = {
+    "redeliveries of every step": (
+        [
+            (1, "TRIGGERED", 0),
+            (1, "TRIGGERED", 0),
+            (2, "ACKNOWLEDGED", 60),
+            (1, "TRIGGERED", 0),
+            (3, "RESET", 120),
+            (2, "ACKNOWLEDGED", 60),
+            (3, "RESET", 120),
+        ],
+        "closed",
+        True,
+    ),
+    "RESET before its TRIGGERED": ([(3, "RESET", 120), (1, "TRIGGERED", 0)], "closed", False),
+    "RESET, then ACKNOWLEDGED, then TRIGGERED, all late": (
+        [(3, "RESET", 120), (2, "ACKNOWLEDGED", 60), (1, "TRIGGERED", 0)],
+        "closed",
+        True,
+    ),
+    "a new TRIGGERED after RESET clears the acknowledgement": (
+        [(1, "TRIGGERED", 0), (2, "ACKNOWLEDGED", 60), (3, "RESET", 120), (4, "TRIGGERED", 180)],
+        "open",
+        False,
+    ),
+    "a late ACKNOWLEDGED still acknowledges the open alert": (
+        [(1, "TRIGGERED", 0), (4, "TRIGGERED", 180), (2, "ACKNOWLEDGED", 60)],
+        "open",
+        True,
+    ),
+    "same activityTime: the lower id goes first": (
+        [(5, "TRIGGERED", 0), (4, "RESET", 0)],
+        "open",
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SEQUENCES))
+def test_delivery_orders_end_like_a_rebuild(state: Any, name: str) -> None:
+    order, expected_state, expected_acknowledged = SEQUENCES[name]
+    for activity_id, status, seconds in order:
+        payload = _event(activity_id, status, seconds)
+        ingest_activity(state, body(payload), payload)
+    with state.db.connect() as conn:
+        stored = all_alerts(conn)
+    assert [(r.key, r.state, r.acknowledged) for r in stored] == [
+        (SERIES, expected_state, expected_acknowledged)
+    ]
+    assert stored == _rebuilt(state)
+
+
+def test_many_repeated_triggers_keep_the_latest_description(state: Any) -> None:
+    severities = ["MINOR", "MAJOR", "CRITICAL"]
+    for n in range(60):
+        payload = _event(100 + n, "TRIGGERED", n, severity=severities[n % 3])
+        ingest_activity(state, body(payload), payload)
+    with state.db.connect() as conn:
+        (row,) = all_alerts(conn)
+    assert (row.state, row.severity, row.opened_at, row.last_activity_id) == (
+        "open",
+        severities[59 % 3],
+        pytest.approx(T0),
+        159,
+    )
+    assert [row] == _rebuilt(state)
+    # A late trigger between two others changes neither the description nor the opening.
+    late = _event(99, "TRIGGERED", 30.5, severity="INFO")
+    ingest_activity(state, body(late), late)
+    with state.db.connect() as conn:
+        assert all_alerts(conn) == [row] == _rebuilt(state)
+    with state.db.connect() as conn:
+        assert len(alerts.store.alert_events(conn, SERIES)) == 61
+
+
+def _alert_statements(state: Any, payload: dict[str, Any]) -> list[str]:
+    state.new_activity_hooks[:] = [alerts.apply_new_activity]
+    with recorded_statements(state.db.engine) as statements:
+        ingest_activity(state, body(payload), payload)
+    return [s for s in statements if "alert" in s.lower()]
+
+
+def test_an_activity_in_order_is_applied_without_reading_the_history(state: Any) -> None:
+    first = _alert_statements(state, _event(1, "TRIGGERED", 0))
+    newer = _alert_statements(state, _event(2, "ACKNOWLEDGED", 60))
+    # Lock-and-read the alert row, link the activity, write the row.
+    assert len(first) == len(newer) == 3
+    assert not any("join" in s.lower() for s in first + newer)
+    late = _alert_statements(state, _event(0, "RESET", -60))
+    assert len(late) == 4 and sum("join" in s.lower() for s in late) == 1
+    assert _rebuilt(state)[0].state == "open"
+
+
+def test_other_activities_cost_the_alerts_hook_no_statement(state: Any) -> None:
+    assert _alert_statements(state, minimal_activity(7)) == []
+    assert _alert_statements(state, condition_activity(8, activityType="SYSTEM")) == []

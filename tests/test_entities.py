@@ -8,8 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from app import entities
 from app.emulator import Emulator
+from app.ingest import ingest_activity
+from app.state import StoredActivity
 from tests.support import (
     API_HEADERS,
     INGEST_PATH,
@@ -19,6 +23,7 @@ from tests.support import (
     deliver,
     minimal_activity,
     ninjaone_env,
+    recorded_statements,
     run_cli,
 )
 
@@ -209,3 +214,102 @@ def test_concurrent_deliveries_keep_the_newest_data(server: Any) -> None:
             newest = max(p["activityTime"] for p in payloads if p["deviceId"] == device_id)
             cached = http.get(f"/devices/{device_id}").json()
             assert cached["displayName"] == f"name-at-{newest}"
+
+
+ENTITY_TABLES = ("organizations", "locations", "devices")
+
+
+def entity_statements(state: Any, payload: dict[str, Any]) -> list[str]:
+    """The statements on cache tables that ingesting ``payload`` runs."""
+    with recorded_statements(state.db.engine) as statements:
+        assert ingest_activity(state, body(payload), payload).duplicate is False
+    return [s for s in statements if any(table in s for table in ENTITY_TABLES)]
+
+
+def test_one_guarded_upsert_per_entity_kind(state: Any) -> None:
+    payload = condition_activity(
+        60,
+        organization={"id": 7, "name": "Org 7", "description": "Dentists"},
+        location={"id": 9, "name": "Site 9", "organizationId": 7},
+    )
+    # The expanded organization and the device's reference to it are one row: one write.
+    written = entity_statements(state, payload)
+    assert [next(t for t in ENTITY_TABLES if t in s) for s in written] == list(ENTITY_TABLES)
+    assert all("ON CONFLICT" in s and "observed_at <" in s for s in written)
+    assert not any(s.lstrip().upper().startswith("SELECT") for s in written)
+
+
+def test_an_activity_without_expansion_costs_the_cache_no_statement(state: Any) -> None:
+    assert entity_statements(state, minimal_activity(61)) == []
+    assert entity_statements(state, condition_activity(62, expand=False)) == []
+
+
+def test_identical_data_no_newer_than_what_was_committed_is_not_written_again(
+    client: Any, state: Any
+) -> None:
+    def at(activity_id: int, when: float, name: str = "SRV-042") -> dict[str, Any]:
+        payload = condition_activity(activity_id, activity_time=when)
+        payload["device"]["displayName"] = name
+        return payload
+
+    assert len(entity_statements(state, at(70, 2000.0))) == 3
+    assert entity_statements(state, at(71, 2000.0)) == []  # same data, same time
+    assert entity_statements(state, at(72, 1500.0)) == []  # same data, older
+    # Same data but newer: observed_at must move on, so that a late delivery with other
+    # data (below) still loses against it.
+    assert len(entity_statements(state, at(73, 3000.0))) == 3
+    # Only the device differs (the organization and location were committed newer): its
+    # write reaches the database, whose guard keeps the newer name.
+    (stale,) = entity_statements(state, at(74, 2500.0, name="STALE"))
+    assert "devices" in stale
+    assert get(client, "/devices/42")["displayName"] == "SRV-042"
+
+
+def test_a_rolled_back_write_is_written_again(client: Any, state: Any) -> None:
+    payload = condition_activity(80, activity_time=2000.0)
+    stored = StoredActivity(id=80, source="webhook", received_at=2000.0, row={})
+    (hook,) = [h for h in state.new_activity_hooks if h.__module__ == "app.entities"]
+    with pytest.raises(RuntimeError), state.db.begin() as conn:
+        hook(conn, payload, stored)
+        raise RuntimeError("the delivery's transaction fails after the hook")
+    assert len(entity_statements(state, payload)) == 3
+    assert get(client, "/devices/42")["displayName"] == "SRV-042"
+
+
+def test_a_write_whose_commit_fails_is_written_again(client: Any, state: Any) -> None:
+    # A deferred foreign key fails at COMMIT, after every statement (and the entity
+    # hook's) succeeded: the case that fires no "rollback" event.
+    with state.db.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE scratch_parent (id INTEGER PRIMARY KEY)")
+        conn.exec_driver_sql(
+            "CREATE TABLE scratch_child (id INTEGER PRIMARY KEY, parent_id INTEGER "
+            "REFERENCES scratch_parent (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+
+    def orphan(conn: Any, payload: dict[str, Any], stored: StoredActivity) -> None:
+        conn.exec_driver_sql(f"INSERT INTO scratch_child VALUES ({stored.id}, -1)")
+
+    try:
+        state.new_activity_hooks.append(orphan)
+        payload = condition_activity(85, activity_time=2000.0)
+        with pytest.raises(sa.exc.IntegrityError):
+            ingest_activity(state, body(payload), payload)
+        state.new_activity_hooks.remove(orphan)
+        assert len(entity_statements(state, payload)) == 3
+        assert get(client, "/devices/42")["displayName"] == "SRV-042"
+    finally:
+        with state.db.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE scratch_child")
+            conn.exec_driver_sql("DROP TABLE scratch_parent")
+
+
+def test_the_written_entities_memory_is_bounded(state: Any) -> None:
+    written = entities.WrittenEntities(capacity=4)
+    written.attach(state.db.engine)
+    state.new_activity_hooks[:] = [entities.cache_updater(written)]
+    for n in range(10):
+        ingest_activity(state, body(p := condition_activity(90 + n, device_id=n)), p)
+    assert len(written._entries) == 4
+    # The most recently written device is remembered; the first ones were evicted.
+    assert written.is_current(("devices", 9), entities.device_row(p["device"]), 1764300000.0)
+    assert not any(key == ("devices", 0) for key in written._entries)

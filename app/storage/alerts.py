@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Row, RowMapping
 
-from app.storage.activities import ACTIVITY_COLUMNS, _insert
+from app.storage.activities import ACTIVITY_COLUMNS
 from app.storage.tables import (
     activities,
     alert_activities,
@@ -51,31 +53,51 @@ class AlertFilter:
     severity: str | None = None
 
 
-def lock_alert(conn: Connection, key: str) -> None:
-    """Make sure the alert row exists and hold it until the transaction ends.
-
-    Concurrent deliveries for one alert then recompute it one after the other, each
-    seeing the links the previous one committed (PostgreSQL's READ COMMITTED takes a
-    fresh snapshot per statement; SQLite has a single writer anyway).
-    """
-    conn.execute(
-        _insert(conn, alerts)
-        .values(key=key, state="closed", acknowledged=False)
-        .on_conflict_do_nothing(index_elements=[alerts.c.key])
-    )
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(alerts.c.key).where(alerts.c.key == key).with_for_update())
+# Every column of an alert row but its key, as the fold produces them.
+_ALERT_COLUMNS = tuple(column for column in alerts.c if column.name != "key")
 
 
-def link_activity(conn: Connection, key: str, activity_id: int) -> None:
-    """Add an activity to an alert's history (once, whatever happens)."""
-    conn.execute(
-        _insert(conn, alert_activities)
-        .values(alert_key=key, activity_id=activity_id)
+@functools.lru_cache(maxsize=4)
+def _statements(dialect: str) -> tuple[Any, Any, Any]:
+    """(lock, link, write) for one dialect, built once: constructing them costs more
+    than running them, and ingest runs them for every CONDITION activity."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    new_row = insert(alerts).values(key=sa.bindparam("key"), state="closed", acknowledged=False)
+    # DO UPDATE (of nothing that changes) rather than DO NOTHING: it returns the row
+    # whether or not it was just inserted, and on PostgreSQL it takes the row lock,
+    # waiting for a concurrent transaction on the same alert and then returning that
+    # transaction's committed row.
+    lock = new_row.on_conflict_do_update(
+        index_elements=[alerts.c.key], set_={"key": new_row.excluded.key}
+    ).returning(*_ALERT_COLUMNS)
+    link = (
+        insert(alert_activities)
+        .values(alert_key=sa.bindparam("alert_key"), activity_id=sa.bindparam("activity_id"))
         .on_conflict_do_nothing(
             index_elements=[alert_activities.c.alert_key, alert_activities.c.activity_id]
         )
     )
+    # SET takes the columns from the parameters' names (every column but the key).
+    write = sa.update(alerts).where(alerts.c.key == sa.bindparam("alert_key"))
+    return lock, link, write
+
+
+def lock_alert(conn: Connection, key: str) -> RowMapping:
+    """Make sure the alert row exists, hold it until the transaction ends, and return it.
+
+    A new row holds the columns of an alert with no activities (closed, nothing
+    applied). Concurrent deliveries for one alert then update it one after the
+    other, each seeing the row and links the previous one committed (PostgreSQL's
+    READ COMMITTED takes a fresh snapshot per statement; SQLite has a single writer
+    anyway).
+    """
+    row = conn.execute(_statements(conn.dialect.name)[0], {"key": key}).one()
+    return row._mapping
+
+
+def link_activity(conn: Connection, key: str, activity_id: int) -> None:
+    """Add an activity to an alert's history (once, whatever happens)."""
+    conn.execute(_statements(conn.dialect.name)[1], {"alert_key": key, "activity_id": activity_id})
 
 
 def alert_events(conn: Connection, key: str) -> list[Row[Any]]:
@@ -89,8 +111,8 @@ def alert_events(conn: Connection, key: str) -> list[Row[Any]]:
 
 
 def write_alert(conn: Connection, key: str, values: Mapping[str, Any]) -> None:
-    """Replace an existing alert row's columns."""
-    conn.execute(sa.update(alerts).where(alerts.c.key == key).values(**values))
+    """Replace every column of an existing alert row (``values`` has them all)."""
+    conn.execute(_statements(conn.dialect.name)[2], {**values, "alert_key": key})
 
 
 def condition_events(conn: Connection, *, batch: int = 5000) -> Iterator[list[Row[Any]]]:

@@ -8,6 +8,7 @@ knows are written; a name-only reference never erases a description or raw JSON.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,41 @@ def upsert_if_newer(conn: Connection, table: sa.Table, row: Mapping[str, Any]) -
         where=table.c.observed_at < stmt.excluded.observed_at,
     ).returning(table.c.id)
     return conn.execute(stmt).first() is not None
+
+
+@functools.lru_cache(maxsize=64)
+def _guarded_upsert(dialect: str, table_name: str, columns: tuple[str, ...]) -> Any:
+    """The guarded upsert of ``columns`` into one table, built once per column set.
+
+    Building an ``INSERT … ON CONFLICT`` construct (its ``excluded`` collection, its
+    cache key) costs far more than executing it, so ingest reuses one construct per
+    (dialect, table, columns) and passes the values as parameters. The key space is
+    small: the column sets that :mod:`app.entities` produces.
+    """
+    table = TABLES[table_name]
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return stmt.on_conflict_do_update(
+        index_elements=[table.c.id],
+        set_={column: stmt.excluded[column] for column in columns if column != "id"},
+        where=table.c.observed_at < stmt.excluded.observed_at,
+    )
+
+
+def upsert_rows_if_newer(
+    conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """:func:`upsert_if_newer` for several rows of one table, one statement per column set.
+
+    The guard is in the SQL (``WHERE stored.observed_at < excluded.observed_at``), so
+    there is no read before the write and concurrent writers cannot roll a row back.
+    The rows must have distinct ids (one statement cannot update a row twice).
+    """
+    by_columns: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        by_columns.setdefault(tuple(row), []).append(row)
+    for columns, group in by_columns.items():
+        stmt = _guarded_upsert(conn.dialect.name, table.name, columns)
+        conn.execute(stmt, group[0] if len(group) == 1 else group)
 
 
 @dataclass
