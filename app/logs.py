@@ -20,8 +20,15 @@ def _redact_query_param(match: re.Match[str]) -> str:
     return match.group(0)
 
 
+# Both patterns need a "=" or the word "bearer": most log arguments (a client address,
+# a method, a plain path, a status) have neither and skip both substitutions.
+_MAY_HOLD_SECRET = re.compile(r"=|bearer", re.IGNORECASE)
+
+
 def redact(text: str) -> str:
     """``text`` with query-string tokens and bearer tokens replaced by ``[REDACTED]``."""
+    if _MAY_HOLD_SECRET.search(text) is None:
+        return text
     return _BEARER.sub(r"\1[REDACTED]", _QUERY_PARAM.sub(_redact_query_param, text))
 
 

@@ -12,6 +12,7 @@ at scrape time.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -57,7 +58,15 @@ _buffers: weakref.WeakValueDictionary[int, CounterBuffer] = weakref.WeakValueDic
 
 
 def _labels_key(labels: dict[str, str]) -> str:
-    return json.dumps(labels, sort_keys=True, separators=(",", ":"))
+    return _labels_key_of(tuple(sorted(labels.items())))
+
+
+# Every delivery counts three label sets, nearly always ones seen before: remembering
+# their keys saves a sorted json.dumps each. Bounded, because activityType is an open
+# enum and so a label value a sender chooses.
+@functools.lru_cache(maxsize=1024)
+def _labels_key_of(items: tuple[tuple[str, str], ...]) -> str:
+    return json.dumps(dict(items), sort_keys=True, separators=(",", ":"))
 
 
 class CounterBuffer:
