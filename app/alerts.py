@@ -22,7 +22,7 @@ from app.background import PeriodicTask
 from app.reads import activity_record
 from app.state import AppState, StoredActivity
 from app.storage import alerts as store
-from app.web import encode_cursor
+from app.web import page_of
 
 CONDITION_TYPES_PREFIX = "CONDITION"
 TRIGGERED = "TRIGGERED"
@@ -224,12 +224,7 @@ def alert_page(
     """One page of alerts, most recently active first, with the next page's cursor."""
     with state.db.connect() as conn:
         rows = store.list_alerts(conn, flt, limit=limit + 1, before_id=before_id)
-    items = [alert_record(r) for r in rows[:limit]]
-    more = len(rows) > limit
-    return {
-        "items": items,
-        "nextCursor": encode_cursor(items[-1]["lastActivityId"]) if more else None,
-    }
+    return page_of(rows, limit, alert_record, "lastActivityId")
 
 
 def alert_detail(state: AppState, key: str) -> dict[str, Any] | None:

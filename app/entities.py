@@ -25,7 +25,7 @@ from app.background import PeriodicTask
 from app.state import AppState, StoredActivity
 from app.storage import entities as store
 from app.storage.tables import devices, locations, organizations
-from app.web import encode_cursor, iso
+from app.web import iso, page_of
 
 log = logging.getLogger(__name__)
 
@@ -298,14 +298,6 @@ def run_backfill(state: AppState) -> None:
 # --- reads ----------------------------------------------------------------------------
 
 
-def _page(items: list[dict[str, Any]], rows: list[Row[Any]], limit: int) -> dict[str, Any]:
-    more = len(rows) > limit
-    return {
-        "items": items[:limit],
-        "nextCursor": encode_cursor(items[limit - 1]["id"]) if more else None,
-    }
-
-
 def device_record(row: Row[Any]) -> dict[str, Any]:
     """A CachedDevice."""
     return {
@@ -341,7 +333,7 @@ def device_page(
             organization_id=organization_id,
             location_id=location_id,
         )
-    return _page([device_record(r) for r in rows], rows, limit)
+    return page_of(rows, limit, device_record, "id")
 
 
 def device_detail(state: AppState, device_id: int) -> dict[str, Any] | None:
@@ -351,21 +343,33 @@ def device_detail(state: AppState, device_id: int) -> dict[str, Any] | None:
     return None if row is None else device_record(row)
 
 
+def organization_record(row: Row[Any]) -> dict[str, Any]:
+    """A CachedOrganization."""
+    return {
+        "id": row.id,
+        "name": row.name,
+        "description": row.description,
+        "updatedAt": iso(row.updated_at),
+        "raw": row.raw or {},
+    }
+
+
+def location_record(row: Row[Any]) -> dict[str, Any]:
+    """A CachedLocation."""
+    return {
+        "id": row.id,
+        "name": row.name,
+        "organizationId": row.organization_id,
+        "updatedAt": iso(row.updated_at),
+        "raw": row.raw or {},
+    }
+
+
 def organization_page(state: AppState, *, limit: int, after_id: int | None) -> dict[str, Any]:
     """One page of cached organizations by id."""
     with state.db.connect() as conn:
         rows = store.list_organizations(conn, limit=limit + 1, after_id=after_id)
-    items = [
-        {
-            "id": r.id,
-            "name": r.name,
-            "description": r.description,
-            "updatedAt": iso(r.updated_at),
-            "raw": r.raw or {},
-        }
-        for r in rows
-    ]
-    return _page(items, rows, limit)
+    return page_of(rows, limit, organization_record, "id")
 
 
 def location_page(
@@ -376,14 +380,4 @@ def location_page(
         rows = store.list_locations(
             conn, limit=limit + 1, after_id=after_id, organization_id=organization_id
         )
-    items = [
-        {
-            "id": r.id,
-            "name": r.name,
-            "organizationId": r.organization_id,
-            "updatedAt": iso(r.updated_at),
-            "raw": r.raw or {},
-        }
-        for r in rows
-    ]
-    return _page(items, rows, limit)
+    return page_of(rows, limit, location_record, "id")

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Row
 
 from app.state import AppState
 from app.storage import activities as store
-from app.web import encode_cursor, iso
+from app.web import iso, page_of
 
 
 def activity_record(row: Row[Any]) -> dict[str, Any]:
@@ -29,9 +29,7 @@ def activity_page(
     """One page of activities, newest first, with the cursor of the next page."""
     with state.db.connect() as conn:
         rows = store.list_activities(conn, flt, limit=limit + 1, before_id=before_id)
-    items = [activity_record(r) for r in rows[:limit]]
-    more = len(rows) > limit
-    return {"items": items, "nextCursor": encode_cursor(items[-1]["id"]) if more else None}
+    return page_of(rows, limit, activity_record, "id")
 
 
 def activity_detail(state: AppState, activity_id: int) -> dict[str, Any] | None:
@@ -65,9 +63,7 @@ def rejected_page(state: AppState, *, limit: int, before_id: int | None) -> dict
     """One page of rejected deliveries, newest first."""
     with state.db.connect() as conn:
         rows = store.list_rejected(conn, limit=limit + 1, before_id=before_id)
-    items = [rejected_record(r) for r in rows[:limit]]
-    more = len(rows) > limit
-    return {"items": items, "nextCursor": encode_cursor(items[-1]["id"]) if more else None}
+    return page_of(rows, limit, rejected_record, "id")
 
 
 def spec_drift(state: AppState) -> list[dict[str, Any]]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from connexion import context
 from connexion.exceptions import BadRequestProblem
@@ -33,6 +35,16 @@ def current_request() -> RequestState:
 def encode_cursor(last_id: int) -> str:
     """An opaque cursor for the page after ``last_id``."""
     return base64.urlsafe_b64encode(f"v1:{last_id}".encode()).decode().rstrip("=")
+
+
+def page_of(
+    rows: Sequence[Any], limit: int, record: Callable[[Any], dict[str, Any]], key: str
+) -> dict[str, Any]:
+    """A page answer from up to ``limit + 1`` rows: ``limit`` records and, when there
+    was one more row, the cursor after the last record's ``key``."""
+    items = [record(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return {"items": items, "nextCursor": encode_cursor(items[-1][key]) if more else None}
 
 
 def decode_cursor(cursor: str | None) -> int | None:

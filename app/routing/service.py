@@ -22,7 +22,7 @@ from sqlalchemy.engine import Row
 from app.db import Database
 from app.state import AppState
 from app.storage import delivery as store
-from app.web import encode_cursor, iso
+from app.web import iso, page_of
 
 
 def _iso(value: float | None) -> str | None:
@@ -69,9 +69,7 @@ def delivery_page(
     """One page of deliveries, newest first, with the cursor of the next page."""
     with state.db.connect() as conn:
         rows = store.list_deliveries(conn, flt, limit=limit + 1, before_id=before_seq)
-    items = [delivery_record(r) for r in rows[:limit]]
-    more = len(rows) > limit
-    return {"items": items, "nextCursor": encode_cursor(items[-1]["seq"]) if more else None}
+    return page_of(rows, limit, delivery_record, "seq")
 
 
 def dead_letters(
