@@ -5,11 +5,14 @@ from __future__ import annotations
 import importlib
 import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from app.config import SETTINGS, Config, ConfigError, load_config
+
+T = TypeVar("T")
 
 # Modules that add commands: each has ``register(group: click.Group) -> None``.
 COMMAND_MODULES: tuple[str, ...] = ("app.cli_ninjaone", "app.cli_alerts", "app.cli_delivery")
@@ -39,6 +42,19 @@ class AppContext:
             normalize_url(cfg.database_url, cfg.instance),
             sqlite_synchronous=cfg.sqlite_synchronous,
         )
+
+    def read(self, query: Callable[[Any], T]) -> T:
+        """Run ``query(connection)`` on the configured database, failing with one line
+        (no traceback) when the database cannot be read."""
+        db = self.database()
+        try:
+            with db.connect() as conn:
+                return query(conn)
+        except Exception as exc:
+            fail(f"cannot read the database: {exc.__class__.__name__}")
+            raise AssertionError("unreachable") from None
+        finally:
+            db.dispose()
 
     def state(self) -> Any:
         """An :class:`app.state.AppState` with extensions installed, for commands that ingest."""
@@ -230,14 +246,7 @@ def rejected_list(app_ctx: AppContext, limit: int, show_body: bool) -> None:
     from app.storage.activities import list_rejected
     from app.web import iso
 
-    db = app_ctx.database()
-    try:
-        with db.connect() as conn:
-            rows = list_rejected(conn, limit=limit)
-    except Exception as exc:
-        fail(f"cannot read the database: {exc.__class__.__name__}")
-    finally:
-        db.dispose()
+    rows = app_ctx.read(lambda conn: list_rejected(conn, limit=limit))
     console = Console()
     if not rows:
         console.print("no rejected deliveries")

@@ -232,14 +232,7 @@ def deliveries_list(
     from app.web import iso
 
     flt = DeliveryFilter(since=_since(since), route=route, statuses=(status,) if status else None)
-    db = app_ctx.database()
-    try:
-        with db.connect() as conn:
-            rows = list_deliveries(conn, flt, limit=limit)
-    except Exception as exc:
-        fail(f"cannot read the database: {exc.__class__.__name__}")
-    finally:
-        db.dispose()
+    rows = app_ctx.read(lambda conn: list_deliveries(conn, flt, limit=limit))
     console = Console()
     if not rows:
         console.print("no deliveries")
