@@ -7,6 +7,7 @@ GUNICORN_CMD_ARGS (e.g. "--workers 4 --bind 0.0.0.0:9000") overrides both.
 
 import os
 
+from app.factory import settle_heap
 from app.logs import install_redaction
 
 wsgi_app = "app.factory:create_app()"
@@ -31,3 +32,5 @@ def on_starting(server):
 
 def post_worker_init(worker):
     install_redaction()
+    # The worker has built the app (create_app): see app.factory.settle_heap.
+    settle_heap()

@@ -177,7 +177,7 @@ def serve(app_ctx: AppContext, host: str, port: int, no_migrate: bool) -> None:
     """
     import uvicorn
 
-    from app.factory import create_app
+    from app.factory import create_app, settle_heap
     from app.logs import configure_logging
 
     config = app_ctx.config
@@ -189,6 +189,7 @@ def serve(app_ctx: AppContext, host: str, port: int, no_migrate: bool) -> None:
         app = create_app(app_ctx.overrides)
     except ConfigError as exc:  # e.g. an invalid routes file: file, line and cause
         fail(f"configuration: {exc}")
+    settle_heap()
     click.echo(
         f"ninjahook listening on http://{host}:{port} "
         f"(deliveries: POST /webhooks/ninjarmm/activity)",

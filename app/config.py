@@ -52,11 +52,11 @@ def _parse_sync(value: str) -> str:
     return mode
 
 
-def _parse_bridge(value: str) -> str:
-    mode = value.strip().lower()
-    if mode not in {"auto", "inline", "thread", "a2wsgi"}:
-        raise ValueError(f"expected auto, inline, thread or a2wsgi, got {value!r}")
-    return mode
+def _parse_positive_int(value: str) -> int:
+    number = _parse_int(value)
+    if number < 1:
+        raise ValueError(f"expected a whole number of at least 1, got {value!r}")
+    return number
 
 
 def _parse_duration(value: str) -> int:
@@ -162,14 +162,13 @@ SETTINGS: tuple[Setting, ...] = (
         _parse_bool,
     ),
     Setting(
-        "ingest_bridge",
-        "auto",
-        "NINJAHOOK_INGEST_BRIDGE",
-        "How deliveries reach the Flask side: inline (buffered, on the worker's event "
-        "loop), thread (buffered, one hand-off to a thread), a2wsgi (Connexion's own "
-        "bridge) or auto (inline on SQLite, whose writes are serialized anyway; thread "
-        "on PostgreSQL, where concurrent commits overlap). Other requests use a2wsgi.",
-        _parse_bridge,
+        "ingest_max_batch",
+        128,
+        "NINJAHOOK_INGEST_MAX_BATCH",
+        "Most deliveries that share one write transaction (group commit: deliveries that "
+        "arrive together are committed together, each answered after that commit). "
+        "1 gives every delivery its own transaction.",
+        _parse_positive_int,
     ),
     Setting("log_level", "INFO", "NINJAHOOK_LOG_LEVEL", "Log level (DEBUG, INFO, WARNING…)."),
     Setting("host", "127.0.0.1", "NINJAHOOK_HOST", "Address `ninjahook serve` listens on."),

@@ -1,4 +1,4 @@
-"""Everything that reaches into Connexion's (and a2wsgi's) internals, in one place.
+"""Everything that reaches into Connexion's internals, in one place.
 
 Connexion is pinned (``connexion==3.3.0`` in pyproject.toml) because this module
 depends on how that version is built; tests/test_connexion_tuning.py fails when an
@@ -16,11 +16,13 @@ still run for every request. What changes is work Connexion repeats per request:
 * ``WSGIRequest.files()`` makes Werkzeug set up form parsing for every request,
   even for JSON bodies that cannot carry files; only form bodies reach it here.
 * a2wsgi, the ASGI-to-WSGI bridge, makes four to five blocking hand-offs between
-  its thread and the event loop per request. Operations listed in
-  :data:`BUFFERED_OPERATIONS` (the ingest hot path: a small body that the body
-  validator has already read in full, a small JSON answer) are served instead by
-  :class:`BufferedWSGIBridge`, which runs the Flask app for the whole request in
-  one call. Every other operation (streams, the dashboard, slow reads) keeps a2wsgi.
+  its thread and the event loop per request, and Flask then builds its request
+  and app contexts. Operations whose handler is a coroutine function (the ingest
+  hot path, which awaits its group commit) are called by
+  :class:`CoroutineOperations` directly on the event loop, after Connexion has
+  routed, authenticated and validated the request from webhook.yaml; the handler
+  returns ``body, status, headers`` as the Flask handlers do. Every other
+  operation goes to Flask through a2wsgi.
 
 And once per worker start: :func:`load_specification` parses webhook.yaml with
 libyaml's C loader for ``add_api``, instead of Connexion's pure-Python parse.
@@ -28,18 +30,15 @@ libyaml's C loader for ``add_api``, instead of Connexion's pure-Python parse.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import functools
 import importlib.metadata
-import io
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+import inspect
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import a2wsgi.wsgi
 import connexion.apps.flask
+import connexion.context
 import connexion.lifecycle
 import connexion.middleware.request_validation
 import connexion.operations
@@ -48,15 +47,12 @@ import connexion.utils
 import yaml
 from connexion import FlaskApp
 from connexion.decorators import FlaskDecorator
+from connexion.jsonifier import Jsonifier
 from connexion.middleware.abstract import ROUTING_CONTEXT
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 # The versions this module was written against; the tests check both.
 CONNEXION_VERSION = "3.3.0"
-A2WSGI_MAJOR = 1
-
-# operationIds whose requests skip a2wsgi: small buffered bodies, small JSON answers.
-BUFFERED_OPERATIONS: frozenset[str] = frozenset({"handlers.ingest.receive_activity"})
 
 _FORM_MIMETYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
@@ -189,118 +185,71 @@ def load_specification(path: Path) -> dict[str, Any]:
     return spec
 
 
-def tune_app(app: FlaskApp, *, bridge: str = "inline") -> None:
-    """Apply the tunings and serve :data:`BUFFERED_OPERATIONS` of ``app`` as ``bridge`` says.
+def tune_app(app: FlaskApp) -> None:
+    """Apply the tunings and serve ``app``'s coroutine handlers without Flask.
 
     Call after ``add_api``. The middleware stack is built on first request, from the
     Flask-side ASGI app set here, so everything Connexion and we add still wraps it.
-
-    :param bridge: ``inline`` runs the Flask app for buffered operations on the
-        event-loop thread (no hand-off at all), ``thread`` with one hand-off to a
-        thread, ``a2wsgi`` leaves Connexion's bridge in place.
     """
     install()
-    if bridge == "a2wsgi":
-        return
-    inline = bridge == "inline"
     asgi_side = app._middleware_app
-    asgi_side.asgi_app = BufferedWSGIBridge(
-        # The Flask app itself, so WSGI middleware wrapped around its wsgi_app later applies.
-        asgi_side.app,
+    asgi_side.asgi_app = CoroutineOperations(
         fallback=asgi_side.asgi_app,
-        operations=BUFFERED_OPERATIONS,
-        inline=inline,
+        # The Flask app's JSON provider, as Flask handlers' answers use (sorted keys).
+        jsonifier=Jsonifier(app.app.json),
     )
 
 
-class BufferedWSGIBridge:
-    """An ASGI app that serves chosen operations of a WSGI app from buffered bodies.
+Answer = tuple[Any, int, dict[str, str]]
 
-    For a request routed (by Connexion, from webhook.yaml) to one of ``operations``,
-    it reads the whole body, which the body validator has already buffered and
-    replays, calls the WSGI app once, and sends the collected answer. Everything
-    else goes to ``fallback`` (Connexion's a2wsgi bridge). Exceptions from the WSGI
-    app propagate, as they do through a2wsgi, so Connexion's exception middleware
-    turns them into problem responses.
 
-    :param inline: call the WSGI app on the event-loop thread. A slow request then
-        holds up the other requests of this worker, so it is only for operations that
-        answer in well under a millisecond of Python plus one database commit.
+class CoroutineOperations:
+    """The innermost ASGI app: calls coroutine handlers itself, passes the rest to Flask.
+
+    Connexion's ContextMiddleware, just outside, has set the routed operation in
+    ``connexion.context``; its handler (the function webhook.yaml's operationId
+    names) is awaited here when it is a coroutine function that takes no
+    arguments: it reads what it needs through :func:`app.web.current_request`.
+    Exceptions propagate to Connexion's exception middleware, as they do from
+    Flask, so the error handlers answer them.
     """
 
-    def __init__(
-        self,
-        wsgi_app: Callable[..., Iterable[bytes]],
-        *,
-        fallback: ASGIApp,
-        operations: frozenset[str],
-        inline: bool = True,
-    ) -> None:
-        self.wsgi_app = wsgi_app
+    def __init__(self, *, fallback: ASGIApp, jsonifier: Jsonifier) -> None:
         self.fallback = fallback
-        self.operations = operations
-        self.inline = inline
-        self._executor: ThreadPoolExecutor | None = None
+        self.jsonifier = jsonifier
+        self._handlers: dict[str, Callable[[], Awaitable[Answer]] | None] = {}
 
-    def _buffered(self, scope: Scope) -> bool:
+    def _coroutine_handler(self, scope: Scope) -> Callable[[], Awaitable[Answer]] | None:
         if scope["type"] != "http":
-            return False
+            return None
         routing = scope.get("extensions", {}).get(ROUTING_CONTEXT) or {}
-        return routing.get("operation_id") in self.operations
+        operation_id = routing.get("operation_id")
+        if operation_id is None:
+            return None
+        try:
+            return self._handlers[operation_id]
+        except KeyError:
+            pass
+        function = connexion.context.operation.function
+        handler = function if inspect.iscoroutinefunction(function) else None
+        if handler is not None and inspect.signature(handler).parameters:
+            raise TypeError(
+                f"{operation_id}: a coroutine handler takes no arguments here "
+                "(read the request through app.web.current_request)"
+            )
+        self._handlers[operation_id] = handler
+        return handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self._buffered(scope):
+        handler = self._coroutine_handler(scope)
+        if handler is None:
             await self.fallback(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        more_body = True
-        while more_body:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            more_body = message.get("more_body", False)
-        environ: dict[str, Any] = dict(
-            a2wsgi.wsgi.build_environ(scope, io.BytesIO(b"".join(chunks)))  # type: ignore[arg-type]
-        )
-        if self.inline:
-            status, headers, body = self._call(environ)
-        else:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(thread_name_prefix="ingest")
-            # Connexion's context (the operation, the scope) lives in context variables.
-            call = functools.partial(contextvars.copy_context().run, self._call, environ)
-            status, headers, body = await asyncio.get_running_loop().run_in_executor(
-                self._executor, call
-            )
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
-
-    def _call(self, environ: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        started: list[Any] = []
-
-        def start_response(
-            status: str, headers: list[tuple[str, str]], exc_info: Any = None
-        ) -> Any:
-            if exc_info is not None and started:
-                raise exc_info[1].with_traceback(exc_info[2])
-            started[:] = [status, headers]
-            return _no_write
-
-        result = self.wsgi_app(environ, start_response)
-        try:
-            body = b"".join(result)
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
-        status, headers = started
-        return (
-            int(status.split(" ", 1)[0]),
-            [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-            body,
-        )
-
-
-def _no_write(_data: bytes) -> None:
-    raise RuntimeError("the buffered bridge does not support the WSGI write() callable")
+        body, status, headers = await handler()
+        content = body if isinstance(body, bytes) else self.jsonifier.dumps(body).encode()
+        raw_headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+        ]
+        raw_headers.append((b"content-length", str(len(content)).encode("latin-1")))
+        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": content, "more_body": False})

@@ -63,11 +63,16 @@ class Database:
     ) -> None:
         self.url = url
         self.sqlite_synchronous = sqlite_synchronous
+        self._wal_sync: WalSync | None = None
+        database = sa.engine.make_url(url).database
+        on_file = url.startswith("sqlite") and bool(database) and database != ":memory:"
+        if on_file and sqlite_synchronous == "FULL":
+            assert database is not None
+            self._wal_sync = WalSync(Path(database))
         self.engine: Engine = self._create_engine()
         self._writer_lock: WriterLock | None = None
-        database = self.engine.url.database
-        if sqlite_writer_lock and self.is_sqlite and database and database != ":memory:":
-            self._writer_lock = WriterLock(Path(database + ".writer-lock"))
+        if sqlite_writer_lock and on_file:
+            self._writer_lock = WriterLock(Path(str(database) + ".writer-lock"))
 
     @property
     def is_sqlite(self) -> bool:
@@ -88,7 +93,9 @@ class Database:
                 pool_size=8,
                 max_overflow=16,
             )
-            synchronous = self.sqlite_synchronous
+            # FULL is kept by fsyncing the WAL after each transaction (WalSync), outside
+            # the writer lock; SQLite itself then runs with NORMAL.
+            synchronous = "NORMAL" if self._wal_sync is not None else self.sqlite_synchronous
 
             @sa.event.listens_for(engine, "connect")
             def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -110,14 +117,33 @@ class Database:
     def begin(self) -> Iterator[Connection]:
         """A connection inside a transaction that commits on success.
 
-        On SQLite with the writer lock, the transaction runs while holding it.
+        On SQLite with the writer lock, the transaction runs while holding it. With
+        ``synchronous=FULL``, the commit is on disk (fsynced) when this returns, or,
+        inside :meth:`writing`, when that returns.
         """
-        if self._writer_lock is None:
-            with self.engine.begin() as conn:
-                yield conn
-            return
-        with self._writer_lock, self.engine.begin() as conn:
+        with self.writing(), self.engine.begin() as conn:
             yield conn
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the SQLite writer lock (when there is one) for several transactions.
+
+        Reentrant within a thread. With ``synchronous=FULL``, the WAL is fsynced when
+        the outermost block ends, after the lock is released.
+        """
+        lock = self._writer_lock
+        if lock is None:
+            yield
+        else:
+            with lock:
+                yield
+        if self._wal_sync is not None and (lock is None or not lock.held()):
+            try:
+                self._wal_sync.sync()
+            except OSError as exc:
+                # Committed but maybe not on disk: answer as for any database failure
+                # (503), so that the sender retries; the retry is then a duplicate.
+                raise sa.exc.OperationalError("fsync of the SQLite WAL", None, exc) from exc
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -180,6 +206,7 @@ class WriterLock:
         self.path = path
         self._thread_lock = threading.RLock()
         self._depth = 0
+        self._owner = 0
         self._fd: int | None = None
         self._pid = 0
 
@@ -196,11 +223,16 @@ class WriterLock:
         try:
             if self._depth == 0:
                 fcntl.flock(self._descriptor(), fcntl.LOCK_EX)
+                self._owner = threading.get_ident()
             self._depth += 1
         except BaseException:
             self._thread_lock.release()
             raise
         return self
+
+    def held(self) -> bool:
+        """True while the calling thread holds the lock."""
+        return self._depth > 0 and self._owner == threading.get_ident()
 
     def __exit__(self, *_exc: object) -> None:
         try:
@@ -209,3 +241,67 @@ class WriterLock:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             self._thread_lock.release()
+
+
+class WalSync:
+    """``synchronous=FULL`` with the fsync taken out of SQLite's write lock.
+
+    With FULL, SQLite fsyncs the WAL inside every commit, while it holds the
+    database's single write lock, so every other writer of every worker waits for
+    that fsync too. Here SQLite runs with NORMAL (a commit appends to the WAL without
+    an fsync) and :meth:`sync` fsyncs the WAL after the commit and after the lock is
+    released, before the caller is answered. The WAL is append-only, so that fsync
+    also covers every commit written before it: concurrent writers share fsyncs
+    instead of queueing for them.
+
+    It is the same guarantee for every transaction that returned from
+    :meth:`Database.begin`: its frames are on disk. In WAL mode with NORMAL, SQLite
+    fsyncs the WAL before each checkpoint, the database file after it, and the WAL
+    header whenever the WAL starts over, so a commit that a checkpoint moved out of
+    the WAL before our fsync is already in the synced database file. When there is
+    no WAL (the last connection checkpointed and removed it) the database file is
+    synced instead, and a WAL file that is new since the last sync gets its
+    directory entry synced too.
+
+    What differs from SQLite's own FULL: other connections can read a commit
+    before its fsync has finished. Deliveries are unaffected (each is answered only
+    after the fsync that covers it, redeliveries included: they wait for their own
+    transaction's fsync, which comes after the first copy's commit).
+    """
+
+    def __init__(self, database: Path) -> None:
+        self.database = database
+        self.wal = Path(str(database) + "-wal")
+        self._known_wal: tuple[int, int, bytes] | None = None
+
+    def sync(self) -> None:
+        """Make every commit so far durable; raises OSError when the disk fails."""
+        try:
+            fd = os.open(self.wal, os.O_RDONLY | os.O_CLOEXEC)
+            is_wal = True
+        except FileNotFoundError:
+            fd = os.open(self.database, os.O_RDONLY | os.O_CLOEXEC)
+            is_wal = False
+        try:
+            os.fsync(fd)
+            if not is_wal:
+                self._known_wal = None
+                return
+            # A WAL that SQLite created since the last sync may have the same inode
+            # number as a removed one, so its header's salts (new at every creation
+            # or restart of the WAL) are part of what identifies it.
+            stat = os.fstat(fd)
+            identity = (stat.st_dev, stat.st_ino, os.pread(fd, 8, 16))
+            if identity != self._known_wal:
+                _fsync_directory(self.wal.parent)
+                self._known_wal = identity
+        finally:
+            os.close(fd)
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

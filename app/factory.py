@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -20,6 +21,7 @@ from app.background import PeriodicTask, Scheduler
 from app.config import Config, load_config
 from app.connexion_tuning import load_specification, tune_app
 from app.db import Database, normalize_url
+from app.group_commit import stop_committer
 from app.logs import install_redaction
 from app.metrics import IngestMetricsMiddleware
 from app.middleware import (
@@ -103,6 +105,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> FlaskApp:
             yield
         finally:
             scheduler.stop()
+            # In-flight deliveries have been answered by now; store anything still queued.
+            stop_committer(state)
             state.db.dispose()
 
     app = FlaskApp(
@@ -149,10 +153,19 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> FlaskApp:
         seconds=config.body_timeout,
     )
     register_error_handlers(app)
-    bridge = config.ingest_bridge
-    if bridge == "auto":
-        bridge = "inline" if state.db.is_sqlite else "thread"
-    tune_app(app, bridge=bridge)
+    tune_app(app)
     app.app.extensions["ninjahook"] = state
     app.app.extensions["ninjahook.scheduler"] = scheduler
     return app
+
+
+def settle_heap() -> None:
+    """Take what a server process has built so far out of the garbage collector's view.
+
+    Call once per server process, after :func:`create_app`. The app (the spec,
+    Connexion's operations, SQLAlchemy's caches) lives as long as the process, yet
+    every full collection walked it: about 60 ms, during which every delivery in
+    flight waited (the p99 of ingest). Frozen, a full collection takes about 1 ms.
+    """
+    gc.collect()
+    gc.freeze()

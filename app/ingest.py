@@ -1,4 +1,4 @@
-"""Storing deliveries: one transaction per activity, committed before the answer."""
+"""Storing deliveries: exactly once, committed before the answer."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy.engine import Connection
 
 from app.generated import KNOWN_VALUES
 from app.state import AppState, Rejection, StoredActivity
@@ -90,32 +92,52 @@ def unknown_values(payload: dict[str, Any]) -> list[tuple[str, str]]:
     return found
 
 
+def store_in_transaction(
+    state: AppState,
+    conn: Connection,
+    raw: bytes,
+    payload: dict[str, Any],
+    source: str,
+    now: float,
+) -> tuple[IngestResult, list[tuple[str, str]]]:
+    """Store one validated activity and run the hooks, inside the caller's transaction.
+
+    Returns the result and the unknown enum values of a new activity (counted here;
+    log them with :func:`log_drift_once` once the transaction has committed).
+    """
+    row = activity_row(payload, raw, source, now)
+    new = store.insert_activity(conn, row)
+    drift: list[tuple[str, str]] = []
+    if new:
+        stored = StoredActivity(id=row["id"], source=source, received_at=now, row=row)
+        for hook in state.new_activity_hooks:
+            hook(conn, payload, stored)
+        drift = unknown_values(payload)
+        for field, value in drift:
+            store.record_spec_drift(conn, field, value, now)
+    return IngestResult(id=row["id"], duplicate=not new, activity_type=row["activity_type"]), drift
+
+
 def ingest_activity(
     state: AppState, raw: bytes, payload: dict[str, Any], *, source: str = "webhook"
 ) -> IngestResult:
     """Store one validated activity exactly once; the commit happens before this returns.
 
     Hooks registered on ``state`` run in the same transaction for new activities.
-    A redelivered id changes nothing and reports ``duplicate=True``.
+    A redelivered id changes nothing and reports ``duplicate=True``. Deliveries from
+    the web go through :mod:`app.group_commit` instead, which shares one transaction
+    among the deliveries that arrive together.
     Database errors propagate (the web layer answers 503).
     """
-    now = time.time()
-    row = activity_row(payload, raw, source, now)
-    drift = unknown_values(payload)
     with state.db.begin() as conn:
-        new = store.insert_activity(conn, row)
-        if new:
-            stored = StoredActivity(id=row["id"], source=source, received_at=now, row=row)
-            for hook in state.new_activity_hooks:
-                hook(conn, payload, stored)
-            for field, value in drift:
-                store.record_spec_drift(conn, field, value, now)
-    if new and drift:
-        _log_drift_once(state, drift)
-    return IngestResult(id=row["id"], duplicate=not new, activity_type=row["activity_type"])
+        result, drift = store_in_transaction(state, conn, raw, payload, source, time.time())
+    if drift:
+        log_drift_once(state, drift)
+    return result
 
 
-def _log_drift_once(state: AppState, drift: list[tuple[str, str]]) -> None:
+def log_drift_once(state: AppState, drift: list[tuple[str, str]]) -> None:
+    """Log each unknown enum value once per process (the database counts every one)."""
     with state.drift_lock:
         fresh = [d for d in drift if d not in state.drift_logged]
         state.drift_logged.update(fresh)

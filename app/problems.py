@@ -10,6 +10,7 @@ from connexion.exceptions import BadRequestProblem, ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.problem import problem
 
+from app.group_commit import IngestShuttingDown
 from app.ingest import keep_rejected
 from app.state import SCOPE_KEY, RequestState
 
@@ -56,6 +57,12 @@ def database_error(_request: ConnexionRequest, exc: Exception) -> ConnexionRespo
     return storage_unavailable()
 
 
+def shutting_down(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    """A delivery that reached ingest after it stopped: 503, so that it is retried."""
+    log.warning("%s", exc)
+    return storage_unavailable()
+
+
 def recursion_error(_request: ConnexionRequest, _exc: Exception) -> ConnexionResponse:
     """Pathologically nested input found outside the body validator."""
     return problem(status=400, title="Bad Request", detail="the input is nested too deeply")
@@ -66,6 +73,7 @@ def register_error_handlers(app: FlaskApp) -> None:
     app.add_error_handler(BadRequestProblem, bad_request)
     app.add_error_handler(sa.exc.SQLAlchemyError, database_error)
     app.add_error_handler(RecursionError, recursion_error)
+    app.add_error_handler(IngestShuttingDown, shutting_down)
 
 
 __all__ = ["ProblemException", "register_error_handlers", "storage_unavailable"]

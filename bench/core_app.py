@@ -1,6 +1,6 @@
 """ninjahook with no ingest hooks: a measurement aid for `make bench`, never served.
 
-It isolates what the receiver itself costs (authentication, validation, the bridge,
+It isolates what the receiver itself costs (authentication, validation, the group commit,
 the durable idempotent INSERT) from what the extensions' hooks add to every new
 activity in the same transaction (entity cache, alerts, outbox).
 """

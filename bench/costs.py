@@ -1,8 +1,8 @@
 """Where one delivery's CPU goes, measured in-process (no network, no load generator).
 
-* The full ASGI stack (Connexion's middleware, security, validation, the bridge,
-  Flask, the handler, the commit) for each ``ingest_bridge`` setting, called
-  directly as a server would call it.
+* The full ASGI stack (Connexion's middleware, security, validation, the handler,
+  the group commit), called directly as a server would call it: one delivery at a
+  time (every delivery its own transaction) and 16 at once (they share commits).
 * ``ingest_activity`` alone, with no ingest hooks and then adding each registered
   hook in turn: what each extension adds to every new activity.
 
@@ -48,6 +48,9 @@ def _close(state: Any) -> None:
         pass
     else:
         buffer_for(state).flush_quietly()
+    from app.group_commit import stop_committer
+
+    stop_committer(state)
     state.db.dispose()
 
 
@@ -91,27 +94,41 @@ async def _post(app: Any, raw: bytes) -> int:
     return status
 
 
+STACK_MODES: dict[str, int] = {
+    "one delivery at a time (each its own commit)": 1,
+    "16 deliveries at once (group commit)": 16,
+}
+
+
 def stack_costs(requests: int = 400, with_hooks: bool = True) -> dict[str, float]:
-    """CPU ms per delivery through the whole ASGI app, per bridge setting (SQLite NORMAL)."""
+    """CPU ms per delivery through the whole ASGI app, per :data:`STACK_MODES` (SQLite
+    NORMAL). The writer thread's CPU is included (process time)."""
     template = load.activity_template()
     costs: dict[str, float] = {}
-    for bridge in ("a2wsgi", "thread", "inline"):
+    for mode, concurrency in STACK_MODES.items():
         with tempfile.TemporaryDirectory(prefix="ninjahook-costs-") as tmp:
-            app = _app(Path(tmp), ingest_bridge=bridge)
+            app = _app(Path(tmp))
             state = app.app.extensions["ninjahook"]
             if not with_hooks:
                 state.new_activity_hooks.clear()
 
-            async def run(first: int, count: int, app: Any = app) -> None:
-                for activity_id in range(first, first + count):
-                    status = await _post(app, load.render(template, activity_id))
-                    if status != 200:
-                        raise RuntimeError(f"in-process delivery answered {status}")
+            async def run(
+                first: int, count: int, app: Any = app, concurrency: int = concurrency
+            ) -> None:
+                ids = iter(range(first, first + count))
+
+                async def sender() -> None:
+                    for activity_id in ids:
+                        status = await _post(app, load.render(template, activity_id))
+                        if status != 200:
+                            raise RuntimeError(f"in-process delivery answered {status}")
+
+                await asyncio.gather(*(sender() for _ in range(concurrency)))
 
             asyncio.run(run(1, 50))  # warm: caches, compiled statements, first connections
             started = time.process_time()
             asyncio.run(run(1000, requests))
-            costs[bridge] = 1000 * (time.process_time() - started) / requests
+            costs[mode] = 1000 * (time.process_time() - started) / requests
             _close(state)
     return costs
 
@@ -155,12 +172,11 @@ def markdown(
     lines = [
         "### Where the time goes (CPU per delivery, in-process, SQLite NORMAL)",
         "",
-        "| whole ASGI stack, by `NINJAHOOK_INGEST_BRIDGE` "
-        "| with the ingest hooks | without hooks |",
+        "| whole ASGI stack, in-process | with the ingest hooks | without hooks |",
         "|---|---:|---:|",
     ]
-    for bridge, ms in stack.items():
-        lines.append(f"| {bridge} | {ms:.2f} ms | {stack_bare[bridge]:.2f} ms |")
+    for mode, ms in stack.items():
+        lines.append(f"| {mode} | {ms:.2f} ms | {stack_bare[mode]:.2f} ms |")
     lines += [
         "",
         "| `ingest_activity` (one transaction) | cumulative CPU | added |",

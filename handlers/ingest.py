@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.ingest import ingest_activity
+from app.group_commit import committer_for
 from app.web import JSON, current_request
 
 
-def receive_activity() -> tuple[dict[str, Any], int, dict[str, str]]:
-    """Store the activity the body validator parsed; 200 whether new or a redelivery."""
+async def receive_activity() -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Store the activity the body validator parsed; 200 whether new or a redelivery.
+
+    The answer waits for the commit of the transaction that holds the activity
+    (shared with the deliveries that arrived beside it: :mod:`app.group_commit`).
+    """
     req = current_request()
     assert req.raw_body is not None and req.payload is not None
-    result = ingest_activity(req.app, req.raw_body, req.payload, source="webhook")
+    result = await committer_for(req.app).submit(req.raw_body, req.payload, source="webhook")
     return {"id": result.id, "duplicate": result.duplicate}, 200, JSON

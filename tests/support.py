@@ -405,8 +405,11 @@ def settle_deliveries(state: Any, timeout: float = 30) -> None:
 
 @contextmanager
 def recorded_statements(engine: Any) -> Iterator[list[str]]:
-    """The SQL text of every statement ``engine``'s connections run inside the block."""
+    """The SQL text of every statement ``engine``'s connections run inside the block,
+    including the prepared ones (app.storage.prepared), which bypass SQLAlchemy's events."""
     from sqlalchemy import event
+
+    from app.storage import prepared
 
     statements: list[str] = []
 
@@ -414,7 +417,9 @@ def recorded_statements(engine: Any) -> Iterator[list[str]]:
         statements.append(args[2])  # (conn, cursor, statement, parameters, context, many)
 
     event.listen(engine, "before_cursor_execute", record)
+    prepared.statement_observers.append(statements.append)
     try:
         yield statements
     finally:
         event.remove(engine, "before_cursor_execute", record)
+        prepared.statement_observers.remove(statements.append)

@@ -1,4 +1,4 @@
-"""app/connexion_tuning.py: what it relies on in Connexion and a2wsgi, and that it changes
+"""app/connexion_tuning.py: what it relies on in Connexion, and that it changes
 no behaviour. These fail when an upgrade moves or changes anything the module reaches."""
 
 from __future__ import annotations
@@ -7,14 +7,13 @@ import importlib.metadata
 import inspect
 import io
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
-import a2wsgi
-import a2wsgi.wsgi
 import connexion.apps.flask
 import connexion.lifecycle
+import connexion.middleware.context
+import connexion.operations
 import connexion.security
 import connexion.utils
 import pytest
@@ -23,8 +22,8 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from app import connexion_tuning
-from app.connexion_tuning import BufferedWSGIBridge
 from tests.support import (
+    API_HEADERS,
     INGEST_PATH,
     WEBHOOK_HEADERS,
     WEBHOOK_TOKEN,
@@ -42,7 +41,6 @@ def test_connexion_is_the_pinned_version_everywhere() -> None:
     assert re.search(
         rf'"connexion\[[^\]]*\]=={re.escape(connexion_tuning.CONNEXION_VERSION)}"', pyproject
     ), "pyproject.toml must pin connexion to the version connexion_tuning was written for"
-    assert int(importlib.metadata.version("a2wsgi").split(".")[0]) == connexion_tuning.A2WSGI_MAJOR
 
 
 def test_the_internals_it_replaces_are_where_it_expects_them() -> None:
@@ -64,8 +62,13 @@ def test_the_internals_it_replaces_are_where_it_expects_them() -> None:
     assert ROUTING_CONTEXT == "connexion_routing"
     routing_source = inspect.getsource(connexion.middleware.routing.RoutingOperation)
     assert '"operation_id": self.operation_id' in routing_source
-    # a2wsgi builds the WSGI environ from a scope and a readable body.
-    assert list(inspect.signature(a2wsgi.wsgi.build_environ).parameters) == ["scope", "body"]
+    # The context middleware, innermost, names the routed operation, whose `function`
+    # is the handler webhook.yaml's operationId resolves to.
+    context_source = inspect.getsource(connexion.middleware.context.ContextOperation.__call__)
+    assert "_operation.set(self.operation)" in context_source
+    assert isinstance(
+        inspect.getattr_static(connexion.operations.AbstractOperation, "function"), property
+    )
 
 
 def test_the_lookups_it_caches_are_where_it_expects_them() -> None:
@@ -117,27 +120,7 @@ def test_a_wrong_media_type_stays_415_after_json_was_accepted(client: Any) -> No
         assert wrong.status_code == 415
 
 
-def test_build_environ_reads_our_buffered_body() -> None:
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": INGEST_PATH,
-        "root_path": "",
-        "query_string": b"token=abc",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")],
-        "server": ("127.0.0.1", 8080),
-        "client": ("127.0.0.1", 50000),
-    }
-    environ = a2wsgi.wsgi.build_environ(scope, io.BytesIO(b"{}"))  # type: ignore[arg-type]
-    request = Request(environ)
-    assert request.get_data() == b"{}"
-    assert request.args["token"] == "abc"
-    assert request.content_type == "application/json"
-
-
-def test_ingest_runs_the_decorator_chain_and_signature_inspection_once(
+def test_flask_operations_run_the_decorator_chain_and_signature_inspection_once(
     make_app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     app = make_app()
@@ -152,16 +135,13 @@ def test_ingest_runs_the_decorator_chain_and_signature_inspection_once(
     monkeypatch.setattr(connexion.decorators.parameter, "inspect_function_arguments", counting)
     monkeypatch.setattr(connexion.utils, "inspect_function_arguments", counting)
     with app.test_client() as client:
-        for activity_id in range(1, 6):
-            r = client.post(
-                INGEST_PATH, content=body(condition_activity(activity_id)), headers=WEBHOOK_HEADERS
-            )
+        for limit in range(1, 6):
+            r = client.get(f"/activities?limit={limit}", headers=API_HEADERS)
             assert r.status_code == 200, r.text
         after_first = len(calls)
-        for activity_id in range(6, 16):
-            r = client.post(
-                INGEST_PATH, content=body(condition_activity(activity_id)), headers=WEBHOOK_HEADERS
-            )
+        assert after_first > 0
+        for limit in range(6, 16):
+            r = client.get(f"/activities?limit={limit}", headers=API_HEADERS)
             assert r.status_code == 200, r.text
     # Untuned Connexion inspects the handler and the token function on every request.
     assert len(calls) == after_first
@@ -181,27 +161,24 @@ def test_files_are_parsed_only_for_form_bodies() -> None:
     assert files["upload"][0].read() == b"hello"
 
 
-@pytest.mark.parametrize("bridge", ["inline", "thread", "a2wsgi"])
-def test_every_bridge_answers_ingest_identically(make_app: Any, bridge: str) -> None:
-    app = make_app(ingest_bridge=bridge)
+def test_ingest_answers_as_before_through_the_coroutine_path(client: Any) -> None:
     answers = []
-    with app.test_client() as client:
-        new = client.post(INGEST_PATH, content=body(condition_activity(1)), headers=WEBHOOK_HEADERS)
-        again = client.post(
-            INGEST_PATH, content=body(condition_activity(1)), headers=WEBHOOK_HEADERS
-        )
-        invalid = client.post(INGEST_PATH, content=b'{"id": "one"}', headers=WEBHOOK_HEADERS)
-        unauthenticated = client.post(INGEST_PATH, content=body(condition_activity(2)))
-        wrong_type = client.post(
-            INGEST_PATH,
-            content=body(condition_activity(3)),
-            headers={**WEBHOOK_HEADERS, "Content-Type": "text/plain"},
-        )
-        for r in (new, again, invalid, unauthenticated, wrong_type):
-            answers.append((r.status_code, r.headers["content-type"]))
-        assert new.json() == {"id": 1, "duplicate": False}
-        assert again.json() == {"id": 1, "duplicate": True}
-        assert invalid.json()["field"] == "id"
+    new = client.post(INGEST_PATH, content=body(condition_activity(1)), headers=WEBHOOK_HEADERS)
+    again = client.post(INGEST_PATH, content=body(condition_activity(1)), headers=WEBHOOK_HEADERS)
+    invalid = client.post(INGEST_PATH, content=b'{"id": "one"}', headers=WEBHOOK_HEADERS)
+    unauthenticated = client.post(INGEST_PATH, content=body(condition_activity(2)))
+    wrong_type = client.post(
+        INGEST_PATH,
+        content=body(condition_activity(3)),
+        headers={**WEBHOOK_HEADERS, "Content-Type": "text/plain"},
+    )
+    for r in (new, again, invalid, unauthenticated, wrong_type):
+        answers.append((r.status_code, r.headers["content-type"]))
+    assert new.json() == {"id": 1, "duplicate": False}
+    assert new.content == b'{"duplicate": false, "id": 1}\n'
+    assert new.headers["content-length"] == str(len(new.content))
+    assert again.json() == {"id": 1, "duplicate": True}
+    assert invalid.json()["field"] == "id"
     assert answers == [
         (200, "application/json"),
         (200, "application/json"),
@@ -211,22 +188,18 @@ def test_every_bridge_answers_ingest_identically(make_app: Any, bridge: str) -> 
     ]
 
 
-def test_only_ingest_takes_the_buffered_bridge(
-    make_app: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    app = make_app(ingest_bridge="inline")
-    bridge = app._middleware_app.asgi_app
-    assert isinstance(bridge, BufferedWSGIBridge)
-    served: list[str] = []
-    original_call = bridge._call
+def test_only_coroutine_handlers_skip_flask(make_app: Any) -> None:
+    app = make_app()
+    inner = app._middleware_app.asgi_app
+    assert isinstance(inner, connexion_tuning.CoroutineOperations)
+    reached_flask: list[str] = []
+    flask_side = inner.fallback
 
-    def recording(environ: dict[str, Any]) -> Any:
-        served.append(environ["PATH_INFO"])
-        # Inline means on the event loop's thread: no hand-off.
-        assert threading.current_thread().name != "ingest"
-        return original_call(environ)
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        reached_flask.append(scope["path"])
+        await flask_side(scope, receive, send)
 
-    monkeypatch.setattr(bridge, "_call", recording)
+    inner.fallback = recording
     with app.test_client() as client:
         assert client.get("/healthz").status_code == 200
         r = client.post(INGEST_PATH, content=body(condition_activity(9)), headers=WEBHOOK_HEADERS)
@@ -237,26 +210,45 @@ def test_only_ingest_takes_the_buffered_bridge(
             headers={"Content-Type": "application/json"},
         )
         assert r.status_code == 200
-    assert served == [INGEST_PATH, INGEST_PATH]
+        assert client.get("/activities/9", headers=API_HEADERS).json()["id"] == 9
+    assert reached_flask == ["/healthz", "/activities/9"]
 
 
-def test_auto_bridge_is_inline_on_sqlite_and_threaded_on_postgresql(
-    make_app: Any, database_url: str
-) -> None:
-    bridge = make_app()._middleware_app.asgi_app
-    assert isinstance(bridge, BufferedWSGIBridge)
-    assert bridge.inline is database_url.startswith("sqlite")
-    assert isinstance(
-        make_app(ingest_bridge="a2wsgi")._middleware_app.asgi_app, a2wsgi.WSGIMiddleware
-    )
+def test_a_coroutine_handler_must_read_the_request_from_the_context() -> None:
+    from types import SimpleNamespace
+
+    from connexion.context import _operation
+
+    async def with_parameters(body: Any) -> Any:
+        raise AssertionError("never called")
+
+    async def without_parameters() -> Any:
+        return {}, 200, {}
+
+    def plain() -> Any:
+        return {}, 200, {}
+
+    inner = connexion_tuning.CoroutineOperations(fallback=None, jsonifier=None)  # type: ignore[arg-type]
+
+    def routed(operation_id: str, function: Any) -> Any:
+        _operation.set(SimpleNamespace(function=function))
+        scope = {"type": "http", "extensions": {ROUTING_CONTEXT: {"operation_id": operation_id}}}
+        return inner._coroutine_handler(scope)
+
+    assert routed("a", without_parameters) is without_parameters
+    assert routed("b", plain) is None  # Flask serves it
+    with pytest.raises(TypeError, match="takes no arguments"):
+        routed("c", with_parameters)
+    # Decided once per operation.
+    assert routed("a", plain) is without_parameters
 
 
-def test_database_errors_still_become_503_through_the_bridge(
+def test_database_errors_still_become_503_on_the_coroutine_path(
     make_app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import sqlalchemy as sa
 
-    app = make_app(ingest_bridge="inline")
+    app = make_app()
     state = app.app.extensions["ninjahook"]
 
     def broken(*_args: Any, **_kwargs: Any) -> Any:

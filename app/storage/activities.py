@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
+from app.storage.prepared import Prepared
 from app.storage.tables import (
     activities,
     devices,
@@ -56,19 +56,20 @@ def insert_activity(conn: Connection, row: Mapping[str, Any]) -> bool:
     The primary key decides, so concurrent deliveries of one id on any number
     of processes or hosts store exactly one row.
     """
-    return conn.execute(_insert_activity_statement(conn.dialect.name), row).first() is not None
+    return bool(_INSERT_ACTIVITY.execute(conn, row))
 
 
-@functools.cache
 def _insert_activity_statement(dialect: str) -> Any:
-    # Built once and given the row as parameters: building it with .values(**row) for
-    # every delivery made SQLAlchemy construct and cache-key 20 bound values each time.
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return (
         insert(activities)
         .on_conflict_do_nothing(index_elements=[activities.c.id])
         .returning(activities.c.id)
     )
+
+
+# Run for every delivery, inside the write transaction: see app.storage.prepared.
+_INSERT_ACTIVITY = Prepared(_insert_activity_statement)
 
 
 def existing_activity_ids(conn: Connection, ids: Sequence[int]) -> set[int]:

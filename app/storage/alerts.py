@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Row, RowMapping
+from sqlalchemy.engine import Connection, Row
 
 from app.storage.activities import ACTIVITY_COLUMNS
+from app.storage.prepared import Prepared
 from app.storage.tables import (
     activities,
     alert_activities,
@@ -57,32 +57,42 @@ class AlertFilter:
 _ALERT_COLUMNS = tuple(column for column in alerts.c if column.name != "key")
 
 
-@functools.lru_cache(maxsize=4)
-def _statements(dialect: str) -> tuple[Any, Any, Any]:
-    """(lock, link, write) for one dialect, built once: constructing them costs more
-    than running them, and ingest runs them for every CONDITION activity."""
+def _lock_statement(dialect: str) -> Any:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     new_row = insert(alerts).values(key=sa.bindparam("key"), state="closed", acknowledged=False)
     # DO UPDATE (of nothing that changes) rather than DO NOTHING: it returns the row
     # whether or not it was just inserted, and on PostgreSQL it takes the row lock,
     # waiting for a concurrent transaction on the same alert and then returning that
     # transaction's committed row.
-    lock = new_row.on_conflict_do_update(
+    return new_row.on_conflict_do_update(
         index_elements=[alerts.c.key], set_={"key": new_row.excluded.key}
     ).returning(*_ALERT_COLUMNS)
-    link = (
+
+
+def _link_statement(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
         insert(alert_activities)
         .values(alert_key=sa.bindparam("alert_key"), activity_id=sa.bindparam("activity_id"))
         .on_conflict_do_nothing(
             index_elements=[alert_activities.c.alert_key, alert_activities.c.activity_id]
         )
     )
+
+
+def _write_statement(_dialect: str) -> Any:
     # SET takes the columns from the parameters' names (every column but the key).
-    write = sa.update(alerts).where(alerts.c.key == sa.bindparam("alert_key"))
-    return lock, link, write
+    return sa.update(alerts).where(alerts.c.key == sa.bindparam("alert_key"))
 
 
-def lock_alert(conn: Connection, key: str) -> RowMapping:
+# Ingest runs these three for every CONDITION activity, inside the write transaction:
+# see app.storage.prepared.
+_LOCK = Prepared(_lock_statement)
+_LINK = Prepared(_link_statement)
+_WRITE = Prepared(_write_statement)
+
+
+def lock_alert(conn: Connection, key: str) -> Mapping[str, Any]:
     """Make sure the alert row exists, hold it until the transaction ends, and return it.
 
     A new row holds the columns of an alert with no activities (closed, nothing
@@ -91,13 +101,13 @@ def lock_alert(conn: Connection, key: str) -> RowMapping:
     READ COMMITTED takes a fresh snapshot per statement; SQLite has a single writer
     anyway).
     """
-    row = conn.execute(_statements(conn.dialect.name)[0], {"key": key}).one()
-    return row._mapping
+    (row,) = _LOCK.execute(conn, {"key": key})
+    return row
 
 
 def link_activity(conn: Connection, key: str, activity_id: int) -> None:
     """Add an activity to an alert's history (once, whatever happens)."""
-    conn.execute(_statements(conn.dialect.name)[1], {"alert_key": key, "activity_id": activity_id})
+    _LINK.execute(conn, {"alert_key": key, "activity_id": activity_id})
 
 
 def alert_events(conn: Connection, key: str) -> list[Row[Any]]:
@@ -112,7 +122,7 @@ def alert_events(conn: Connection, key: str) -> list[Row[Any]]:
 
 def write_alert(conn: Connection, key: str, values: Mapping[str, Any]) -> None:
     """Replace every column of an existing alert row (``values`` has them all)."""
-    conn.execute(_statements(conn.dialect.name)[2], {**values, "alert_key": key})
+    _WRITE.execute(conn, {**values, "alert_key": key})
 
 
 def condition_events(conn: Connection, *, batch: int = 5000) -> Iterator[list[Row[Any]]]:
