@@ -49,7 +49,11 @@ regenerate: $(STAMP)  ## Rebuild app/generated.py and handler stubs from webhook
 check-generated: $(STAMP)  ## Fail when the generated layer is stale.
 	$(BIN)/python -m app.codegen --check
 
-bench: $(STAMP)  ## Benchmarks on loopback; writes BENCHMARKS.md.
+bench: $(STAMP)  ## Benchmarks on loopback; writes BENCHMARKS.md (installs Debian's wrk when it can).
+	@command -v wrk >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1 \
+	  || { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q wrk >/dev/null 2>&1 \
+	       || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }; } \
+	  || echo "wrk could not be installed; the Python load generator drives the benchmark"
 	$(BIN)/python -m bench
 
 soak: $(STAMP)  ## Fault, load and shutdown tests; writes RELIABILITY.md.
