@@ -64,6 +64,7 @@ class Database:
         self.url = url
         self.sqlite_synchronous = sqlite_synchronous
         self._wal_sync: WalSync | None = None
+        self._nesting = threading.local()
         database = sa.engine.make_url(url).database
         on_file = url.startswith("sqlite") and bool(database) and database != ":memory:"
         if on_file and sqlite_synchronous == "FULL":
@@ -132,18 +133,45 @@ class Database:
         the outermost block ends, after the lock is released.
         """
         lock = self._writer_lock
-        if lock is None:
-            yield
-        else:
-            with lock:
+        nesting = self._nesting
+        depth = getattr(nesting, "depth", 0)
+        nesting.depth = depth + 1
+        try:
+            if lock is None:
                 yield
-        if self._wal_sync is not None and (lock is None or not lock.held()):
-            try:
-                self._wal_sync.sync()
-            except OSError as exc:
-                # Committed but maybe not on disk: answer as for any database failure
-                # (503), so that the sender retries; the retry is then a duplicate.
-                raise sa.exc.OperationalError("fsync of the SQLite WAL", None, exc) from exc
+            else:
+                with lock:
+                    yield
+        finally:
+            nesting.depth = depth
+        # Not inside another writing() of this thread, nor inside a lock taken with
+        # try_acquire (the caller then syncs after releasing it).
+        if self._wal_sync is not None and depth == 0 and (lock is None or not lock.held()):
+            self.sync_wal()
+
+    @property
+    def writer_lock(self) -> WriterLock | None:
+        """The SQLite writer lock, or None (PostgreSQL, in-memory SQLite, or switched off)."""
+        return self._writer_lock
+
+    @property
+    def syncs_wal(self) -> bool:
+        """True when commits become durable only with :meth:`sync_wal` (SQLite FULL)."""
+        return self._wal_sync is not None
+
+    def sync_wal(self) -> None:
+        """Make every commit so far durable (SQLite FULL; nothing to do otherwise).
+
+        :raises sqlalchemy.exc.OperationalError: the fsync failed.
+        """
+        if self._wal_sync is None:
+            return
+        try:
+            self._wal_sync.sync()
+        except OSError as exc:
+            # Committed but maybe not on disk: answer as for any database failure
+            # (503), so that the sender retries; the retry is then a duplicate.
+            raise sa.exc.OperationalError("fsync of the SQLite WAL", None, exc) from exc
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -229,6 +257,28 @@ class WriterLock:
             self._thread_lock.release()
             raise
         return self
+
+    def try_acquire(self) -> bool:
+        """Take the lock if no other thread or process holds it; never waits."""
+        if not self._thread_lock.acquire(blocking=False):
+            return False
+        try:
+            if self._depth == 0:
+                try:
+                    fcntl.flock(self._descriptor(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    self._thread_lock.release()
+                    return False
+                self._owner = threading.get_ident()
+            self._depth += 1
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        """Release what :meth:`try_acquire` or ``with`` took."""
+        self.__exit__()
 
     def held(self) -> bool:
         """True while the calling thread holds the lock."""

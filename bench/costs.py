@@ -102,7 +102,7 @@ STACK_MODES: dict[str, int] = {
 
 def stack_costs(requests: int = 400, with_hooks: bool = True) -> dict[str, float]:
     """CPU ms per delivery through the whole ASGI app, per :data:`STACK_MODES` (SQLite
-    NORMAL). The writer thread's CPU is included (process time)."""
+    NORMAL), in process time, so whatever thread stores the batches is counted."""
     template = load.activity_template()
     costs: dict[str, float] = {}
     for mode, concurrency in STACK_MODES.items():

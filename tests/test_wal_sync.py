@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,24 @@ def test_normal_has_no_wal_sync_and_full_without_the_writer_lock_still_syncs(
     assert calls == [None, None]
 
 
+@pytest.mark.parametrize("writer_lock", [True, False], ids=["writer-lock", "no-writer-lock"])
+def test_full_syncs_once_when_the_outermost_writing_block_ends(
+    open_db: Callable[..., Database], writer_lock: bool
+) -> None:
+    """Database.writing(): "the WAL is fsynced when the outermost block ends". The group
+    committer's writer thread (thread mode) stores a batch as ``db.begin()`` inside
+    ``db.writing()``: one fsync per batch, with or without the writer lock."""
+    db = open_db(sqlite_synchronous="FULL", sqlite_writer_lock=writer_lock)
+    calls = spy_on_sync(db)
+    with db.writing():
+        insert(db, 1)
+        insert(db, 2)
+        assert calls == []  # nothing synced before the outermost block ends
+    assert len(calls) == 1
+    with db.connect() as conn:
+        assert store.count_activities(conn) == 2
+
+
 def test_sync_without_a_wal_fsyncs_the_database_file(
     open_db: Callable[..., Database], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -201,18 +219,24 @@ def test_a_failed_fsync_through_the_app_is_503_and_the_retry_a_duplicate(
         assert r.json() == {"id": 5, "duplicate": True}
 
 
-def test_full_through_the_app_answers_and_stores(make_app: Callable[..., Any]) -> None:
-    app = make_app(sqlite_synchronous="FULL")
+@pytest.mark.parametrize("writer_lock", ["1", "0"], ids=["loop-mode", "thread-mode"])
+def test_full_through_the_app_answers_and_stores(
+    make_app: Callable[..., Any], writer_lock: str
+) -> None:
+    app = make_app(sqlite_synchronous="FULL", sqlite_writer_lock=writer_lock)
     state = app.app.extensions["ninjahook"]
     assert state.db._wal_sync is not None
     wal_sync, lock = state.db._wal_sync, state.db._writer_lock
+    assert (lock is not None) is (writer_lock == "1")
     ingest_syncs: list[bool] = []
     real_sync = wal_sync.sync
 
     def sync() -> None:
-        # The metrics counters have transactions of their own, on other threads.
-        if threading.current_thread().name == "ninjahook-group-commit":
-            ingest_syncs.append(lock.held())
+        # The metrics counters have transactions of their own (timer threads, and the
+        # loop's executor at shutdown); only the group committer's syncs count here:
+        # on its writer thread (thread mode) or in the loop's executor (loop mode).
+        if any(Path(f.filename).name == "group_commit.py" for f in traceback.extract_stack()):
+            ingest_syncs.append(lock is not None and lock.held())
         real_sync()
 
     wal_sync.sync = sync
