@@ -237,6 +237,7 @@ class WriterLock:
         self._owner = 0
         self._fd: int | None = None
         self._pid = 0
+        self._waiter = threading.local()
 
     def _descriptor(self) -> int:
         # flock belongs to an open file description, which a forked worker shares with
@@ -275,6 +276,20 @@ class WriterLock:
             self._thread_lock.release()
             raise
         return True
+
+    def wait_until_free(self) -> None:
+        """Block until no one holds the lock, without taking it (a hint for try_acquire).
+
+        Waits on a descriptor of its own, which the kernel treats like another
+        process's: it gets the lock only once every other holder, in this process
+        too, has released it, and gives it back at once.
+        """
+        fd = getattr(self._waiter, "fd", None)
+        if fd is None or getattr(self._waiter, "pid", 0) != os.getpid():
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._waiter.fd, self._waiter.pid = fd, os.getpid()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
     def release(self) -> None:
         """Release what :meth:`try_acquire` or ``with`` took."""

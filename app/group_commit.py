@@ -20,13 +20,14 @@ Where the batch runs:
 * SQLite with the writer lock (the default): on the worker's event loop, when the
   lock is free. A callback scheduled by the first waiting delivery runs after the
   loop has read, authenticated and validated every request that had arrived, so
-  they all join the batch. If another worker holds the lock, the loop goes on
-  serving and looks again 0.3 ms later. A writer thread would hold SQLite's lock
-  while waiting for the GIL, which the busy event loop of its own process holds:
-  measured, that doubled the time the lock was held per delivery. With ``FULL``,
-  the WAL fsync runs in a thread, after the lock is released, and the batch is
-  answered when it ends. The cost: the loop serves nothing else while a batch is
-  stored (about 0.15 ms per delivery, at most ``max_batch`` deliveries).
+  they all join the batch. If another worker holds the lock, a thread waits for it
+  to be free while the loop goes on serving, and then the loop tries again. A
+  writer thread would hold SQLite's lock while waiting for the GIL, which the busy
+  event loop of its own process holds: measured, that doubled the time the lock
+  was held per delivery. With ``FULL``, the WAL fsync runs in a thread, after the
+  lock is released, and the batch is answered when it ends. The cost: the loop
+  serves nothing else while a batch is stored (about 0.15 ms per delivery, at most
+  ``max_batch`` deliveries).
 * PostgreSQL (and SQLite without the writer lock): one writer thread per worker,
   which waits for the database (a commit's WAL flush, a row lock) without holding
   up the event loop; whatever arrives meanwhile is the next batch.
@@ -45,6 +46,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
 import threading
 import time
 from collections import deque
@@ -54,6 +56,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app.db import WriterLock
 from app.ingest import IngestResult, ingest_activity, log_drift_once, store_in_transaction
 from app.state import AppState
 
@@ -64,10 +67,6 @@ EXTRAS_KEY = "ninjahook.group_commit"
 # Enough to amortize a commit many times over, small enough that one batch holds
 # the SQLite write lock for only milliseconds.
 DEFAULT_MAX_BATCH = 128
-
-# How soon an event loop looks again at a SQLite write lock that another worker holds
-# (a batch holds it for about a millisecond).
-LOCK_POLL_SECONDS = 0.0003
 
 
 class IngestShuttingDown(RuntimeError):
@@ -106,6 +105,8 @@ class GroupCommitter:
         # SQLite with the writer lock: batches run on the event loop.
         self._on_loop = state.db.writer_lock is not None
         self._flush_loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: queue.SimpleQueue[tuple[WriterLock, asyncio.AbstractEventLoop]] | None = None
+        self._waiter_pid = 0
         # Batches committed and deliveries in them, for the tests and the benchmark.
         self.batches = 0
         self.stored = 0
@@ -166,8 +167,9 @@ class GroupCommitter:
             _answer(stranded, loop)
             return
         if not acquired:
-            # Another worker (or a background task of this one) is writing.
-            loop.call_later(LOCK_POLL_SECONDS, self._flush_on_loop, loop)
+            # Another worker (or a background task of this one) is writing: a thread
+            # waits for the lock to be free, and meanwhile this loop goes on serving.
+            self._wait_for_lock(lock, loop)
             return
         batch: list[_Waiting] = []
         more = False
@@ -192,6 +194,32 @@ class GroupCommitter:
             loop.run_in_executor(None, self._sync_then_answer, batch)
         else:
             _answer(batch, loop)
+
+    def _wait_for_lock(self, lock: WriterLock, loop: asyncio.AbstractEventLoop) -> None:
+        # One daemon thread per process: it may be blocked in flock when the process
+        # exits, which must not wait for it.
+        if self._waiter is None or self._waiter_pid != os.getpid():
+            self._waiter_pid = os.getpid()
+            self._waiter = queue.SimpleQueue()
+            threading.Thread(
+                target=self._wake_when_free,
+                args=(self._waiter,),
+                name="ninjahook-lock-wait",
+                daemon=True,
+            ).start()
+        self._waiter.put((lock, loop))
+
+    def _wake_when_free(
+        self, requests: queue.SimpleQueue[tuple[WriterLock, asyncio.AbstractEventLoop]]
+    ) -> None:
+        while True:
+            lock, loop = requests.get()
+            # An OSError here: the flush itself meets it and fails the batch.
+            with contextlib.suppress(OSError):
+                lock.wait_until_free()
+            # A closed loop raises RuntimeError: nobody waits there any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._flush_on_loop, loop)
 
     def _sync_then_answer(self, batch: list[_Waiting]) -> None:
         try:
