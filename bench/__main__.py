@@ -531,7 +531,13 @@ def main(
             args = [sys.executable, "-m", "bench.query", "--rows", str(query_rows)]
             if no_write:
                 args.append("--no-write")
-            subprocess.run(args, cwd=ROOT, check=True)
+            query_env = dict(os.environ)
+            if not no_postgres:
+                with postgres_database(postgres_url) as reachable:
+                    if reachable:
+                        # bench.query adds PostgreSQL when this names a server, as (d) does.
+                        query_env["NINJAHOOK_TEST_DATABASE_URL"] = postgres_url
+            subprocess.run(args, cwd=ROOT, check=True, env=query_env)
         else:
             say("bench/query.py is not there yet: no query figures")
 
