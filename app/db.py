@@ -248,26 +248,22 @@ class WriterLock:
         return self._fd
 
     def __enter__(self) -> WriterLock:
-        self._thread_lock.acquire()
-        try:
-            if self._depth == 0:
-                fcntl.flock(self._descriptor(), fcntl.LOCK_EX)
-                self._owner = threading.get_ident()
-            self._depth += 1
-        except BaseException:
-            self._thread_lock.release()
-            raise
+        self._acquire(blocking=True)
         return self
 
     def try_acquire(self) -> bool:
         """Take the lock if no other thread or process holds it; never waits."""
-        if not self._thread_lock.acquire(blocking=False):
+        return self._acquire(blocking=False)
+
+    def _acquire(self, *, blocking: bool) -> bool:
+        if not self._thread_lock.acquire(blocking=blocking):
             return False
         try:
             if self._depth == 0:
+                operation = fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB
                 try:
-                    fcntl.flock(self._descriptor(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
+                    fcntl.flock(self._descriptor(), operation)
+                except BlockingIOError:  # only without blocking: someone else holds it
                     self._thread_lock.release()
                     return False
                 self._owner = threading.get_ident()

@@ -93,10 +93,10 @@ def empty_all_tables(url: str) -> None:
     engine.dispose()
 
 
-@pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A migrated, empty database of each configured backend."""
-    if request.param == "sqlite":
+def migrated_empty_database(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> str:
+    """A migrated, empty database: a copy of the SQLite template in ``tmp_path``, or the
+    session's PostgreSQL database emptied."""
+    if backend == "sqlite":
         target = tmp_path / "instance" / "ninjahook.sqlite3"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(request.getfixturevalue("sqlite_template"), target)
@@ -104,6 +104,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("pg_session_url")
     empty_all_tables(url)
     return url
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database of each configured backend."""
+    return migrated_empty_database(request, tmp_path, request.param)
 
 
 @pytest.fixture

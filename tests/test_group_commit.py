@@ -16,7 +16,6 @@ import asyncio
 import fcntl
 import logging
 import os
-import shutil
 import sqlite3
 import threading
 import time
@@ -37,7 +36,7 @@ from app.ingest import IngestResult
 from app.state import AppState, StoredActivity
 from app.storage import activities as store
 from app.storage.tables import activities
-from tests.conftest import PG_ADMIN_URL, empty_all_tables
+from tests.conftest import PG_ADMIN_URL, migrated_empty_database
 from tests.support import (
     INGEST_PATH,
     WEBHOOK_HEADERS,
@@ -67,14 +66,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A migrated, empty database for ``backend`` (overrides conftest's fixture)."""
-    if backend.startswith("sqlite"):
-        target = tmp_path / "instance" / "ninjahook.sqlite3"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(request.getfixturevalue("sqlite_template"), target)
-        return f"sqlite:///{target}"
-    url: str = request.getfixturevalue("pg_session_url")
-    empty_all_tables(url)
-    return url
+    kind = "sqlite" if backend.startswith("sqlite") else backend
+    return migrated_empty_database(request, tmp_path, kind)
 
 
 @pytest.fixture
