@@ -265,12 +265,9 @@ def exposition(state: AppState) -> bytes:
     return generate_latest(registry)
 
 
-def _outcome(status: int, answer: bytes) -> str:
+def _outcome(status: int, duplicate: bool | None) -> str:
     if status == 200:
-        try:
-            return "duplicate" if json.loads(answer).get("duplicate") else "new"
-        except (ValueError, AttributeError):
-            return "new"
+        return "duplicate" if duplicate else "new"
     if status in (401, 403):
         return "unauthorized"
     if 400 <= status < 500:
@@ -295,14 +292,11 @@ class IngestMetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
-        answer = bytearray()
 
         async def watched_send(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-            elif message["type"] == "http.response.body" and len(answer) < 4096:
-                answer.extend(message.get("body", b""))
             await send(message)
 
         try:
@@ -314,7 +308,7 @@ class IngestMetricsMiddleware:
             record_ingest(
                 self.state,
                 activity_type if isinstance(activity_type, str) else None,
-                _outcome(status, bytes(answer)),
+                _outcome(status, request.duplicate if request else None),
                 time.perf_counter() - started,
             )
 

@@ -54,6 +54,8 @@ class RequestState:
     raw_body: bytes | None = None
     payload: dict[str, Any] | None = None
     rejection: Rejection | None = None
+    # Set by the ingest handler: whether the delivery was a redelivery (for the metrics).
+    duplicate: bool | None = None
 
 
 @dataclass(frozen=True)

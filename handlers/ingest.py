@@ -17,4 +17,5 @@ async def receive_activity() -> tuple[dict[str, Any], int, dict[str, str]]:
     req = current_request()
     assert req.raw_body is not None and req.payload is not None
     result = await committer_for(req.app).submit(req.raw_body, req.payload, source="webhook")
+    req.duplicate = result.duplicate
     return {"id": result.id, "duplicate": result.duplicate}, 200, JSON
