@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,7 +24,6 @@ from tests.support import (
     body,
     condition_activity,
     deliver,
-    free_port,
     live_server,
     minimal_activity,
     one_route_file,
@@ -199,12 +200,34 @@ def test_end_to_end_in_headless_chromium(server: Any, state: Any) -> None:
     assert (ARTIFACTS / "dashboard-live-alert.png").stat().st_size > 0
 
 
-def routed_to_a_down_destination(make_app: Any, tmp_path: Any) -> tuple[Any, int]:
-    """An app routing every activity to a destination on a port nothing listens on, and
-    that port."""
-    port = free_port()
-    routes = one_route_file(tmp_path, f"http://127.0.0.1:{port}/hook")
-    return make_app(routes_file=str(routes), **FAST_DELIVERY), port
+class RefusingPort:
+    """A port that refuses connections until :meth:`release`: bound, never listening,
+    so no server the test starts on a free port (the live server) can be given it."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.number: int = self._sock.getsockname()[1]
+
+    def release(self) -> None:
+        """Free the port, for a server the test starts on it."""
+        self._sock.close()
+
+
+@pytest.fixture
+def down_port() -> Iterator[RefusingPort]:
+    held = RefusingPort()
+    yield held
+    held.release()
+
+
+def routed_to_a_down_destination(
+    make_app: Any, tmp_path: Any, down: RefusingPort
+) -> tuple[Any, int]:
+    """An app routing every activity to a destination on ``down`` (which refuses
+    connections), and its port number."""
+    routes = one_route_file(tmp_path, f"http://127.0.0.1:{down.number}/hook")
+    return make_app(routes_file=str(routes), **FAST_DELIVERY), down.number
 
 
 def delivery_ids(state: Any, activity_id: int) -> list[str]:
@@ -216,9 +239,9 @@ def dead_ids(state: Any) -> list[str]:
 
 
 def test_activity_page_lists_its_deliveries_without_the_destination_url(
-    make_app: Any, tmp_path: Any
+    make_app: Any, down_port: RefusingPort, tmp_path: Any
 ) -> None:
-    app, port = routed_to_a_down_destination(make_app, tmp_path)
+    app, port = routed_to_a_down_destination(make_app, tmp_path, down_port)
     state = app.app.extensions["ninjahook"]
     with app.test_client() as client:
         deliver(client, minimal_activity(61))
@@ -239,9 +262,9 @@ def test_activity_page_lists_its_deliveries_without_the_destination_url(
 
 
 def test_retry_needs_the_session_the_form_token_and_this_origin(
-    make_app: Any, tmp_path: Any
+    make_app: Any, down_port: RefusingPort, tmp_path: Any
 ) -> None:
-    app, _port = routed_to_a_down_destination(make_app, tmp_path)
+    app, _port = routed_to_a_down_destination(make_app, tmp_path, down_port)
     state = app.app.extensions["ninjahook"]
     with app.test_client() as client:
         deliver(client, minimal_activity(71))
@@ -303,9 +326,9 @@ def test_retry_needs_the_session_the_form_token_and_this_origin(
 
 
 def test_dead_letters_page_pages_back_through_older_ones(
-    make_app: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    make_app: Any, down_port: RefusingPort, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    app, _port = routed_to_a_down_destination(make_app, tmp_path)
+    app, _port = routed_to_a_down_destination(make_app, tmp_path, down_port)
     state = app.app.extensions["ninjahook"]
     monkeypatch.setattr(dashboard, "DEAD_LETTERS_SHOWN", 2)
     with app.test_client() as client:
@@ -327,11 +350,11 @@ def test_dead_letters_page_pages_back_through_older_ones(
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed")
 def test_a_dead_letter_is_shown_and_retried_in_headless_chromium(
-    make_app: Any, tmp_path: Any
+    make_app: Any, down_port: RefusingPort, tmp_path: Any
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    app, port = routed_to_a_down_destination(make_app, tmp_path)
+    app, port = routed_to_a_down_destination(make_app, tmp_path, down_port)
     state = app.app.extensions["ninjahook"]
     ARTIFACTS.mkdir(exist_ok=True)
     with live_server(app) as server, sync_playwright() as pw:
@@ -368,6 +391,7 @@ def test_a_dead_letter_is_shown_and_retried_in_headless_chromium(
             expect(listed).to_be_visible()
             page.screenshot(path=str(ARTIFACTS / "dashboard-dead-letters.png"), full_page=True)
 
+            down_port.release()
             destination = DestinationServer(port=port).start()
             try:
                 listed.locator("button", has_text="Retry").click()
