@@ -237,13 +237,18 @@ class WriterLock:
         self._owner = 0
         self._fd: int | None = None
         self._pid = 0
-        self._waiter = threading.local()
+        # wait_until_free's own descriptor (one waiting thread per process).
+        self._waiter_fd: int | None = None
+        self._waiter_pid = 0
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def _descriptor(self) -> int:
         # flock belongs to an open file description, which a forked worker shares with
         # its parent and siblings: each process opens its own.
         if self._fd is None or self._pid != os.getpid():
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._fd = self._open()
             self._pid = os.getpid()
         return self._fd
 
@@ -280,12 +285,10 @@ class WriterLock:
         process's: it gets the lock only once every other holder, in this process
         too, has released it, and gives it back at once.
         """
-        fd = getattr(self._waiter, "fd", None)
-        if fd is None or getattr(self._waiter, "pid", 0) != os.getpid():
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._waiter.fd, self._waiter.pid = fd, os.getpid()
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        if self._waiter_fd is None or self._waiter_pid != os.getpid():
+            self._waiter_fd, self._waiter_pid = self._open(), os.getpid()
+        fcntl.flock(self._waiter_fd, fcntl.LOCK_EX)
+        fcntl.flock(self._waiter_fd, fcntl.LOCK_UN)
 
     def release(self) -> None:
         """Release what :meth:`try_acquire` or ``with`` took."""

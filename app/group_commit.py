@@ -106,7 +106,6 @@ class GroupCommitter:
         self._on_loop = state.db.writer_lock is not None
         self._flush_loop: asyncio.AbstractEventLoop | None = None
         self._waiter: queue.SimpleQueue[tuple[WriterLock, asyncio.AbstractEventLoop]] | None = None
-        self._waiter_pid = 0
         # Batches committed and deliveries in them, for the tests and the benchmark.
         self.batches = 0
         self.stored = 0
@@ -196,10 +195,9 @@ class GroupCommitter:
             _answer(batch, loop)
 
     def _wait_for_lock(self, lock: WriterLock, loop: asyncio.AbstractEventLoop) -> None:
-        # One daemon thread per process: it may be blocked in flock when the process
-        # exits, which must not wait for it.
-        if self._waiter is None or self._waiter_pid != os.getpid():
-            self._waiter_pid = os.getpid()
+        # One daemon thread per process (a forked child starts its own: _forget_parent):
+        # it may be blocked in flock when the process exits, which must not wait for it.
+        if self._waiter is None:
             self._waiter = queue.SimpleQueue()
             threading.Thread(
                 target=self._wake_when_free,
@@ -234,6 +232,7 @@ class GroupCommitter:
             # A forked child inherits the object but neither the thread nor its waiters.
             self._queue.clear()
             self._thread = None
+            self._waiter = None
             self._flush_loop = None
             self._pid = pid
 
