@@ -42,14 +42,10 @@ def _app(instance: Path, **overrides: Any) -> Any:
 def _close(state: Any) -> None:
     """Write what the app still buffers, then close its connections, before its folder
     goes: the metrics extension flushes its counters on a timer otherwise."""
-    try:
-        from app.metrics import buffer_for
-    except ImportError:  # no metrics extension: nothing buffered
-        pass
-    else:
-        buffer_for(state).flush_quietly()
     from app.group_commit import stop_committer
+    from app.metrics import buffer_for
 
+    buffer_for(state).flush_quietly()
     stop_committer(state)
     state.db.dispose()
 

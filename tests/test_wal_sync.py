@@ -6,7 +6,6 @@ failure. SQLite only: the ``database_url`` fixture is narrowed to it here.
 from __future__ import annotations
 
 import os
-import shutil
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,16 +16,14 @@ import sqlalchemy as sa
 
 from app.db import Database
 from app.storage import activities as store
+from tests.conftest import migrated_empty_database
 from tests.support import INGEST_PATH, WEBHOOK_HEADERS, body, condition_activity, minimal_activity
 
 
 @pytest.fixture
-def database_url(tmp_path: Path, sqlite_template: Path) -> str:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A migrated, empty SQLite file (overrides conftest's fixture: no PostgreSQL here)."""
-    target = tmp_path / "instance" / "ninjahook.sqlite3"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(sqlite_template, target)
-    return f"sqlite:///{target}"
+    return migrated_empty_database(request, tmp_path, "sqlite")
 
 
 @pytest.fixture

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
 
 from app.db import Database, WriterLock
 
@@ -46,11 +50,8 @@ def test_write_transactions_hold_the_lock_against_other_processes(tmp_path: Path
 def test_the_lock_is_released_when_the_transaction_fails(tmp_path: Path) -> None:
     db = Database(f"sqlite:///{tmp_path / 'n.sqlite3'}")
     try:
-        try:
-            with db.begin() as conn:
-                conn.exec_driver_sql("SELECT * FROM missing_table")
-        except Exception:
-            pass
+        with pytest.raises(sa.exc.OperationalError), db.begin() as conn:
+            conn.exec_driver_sql("SELECT * FROM missing_table")
         assert _other_process_sees(tmp_path / "n.sqlite3.writer-lock") == "free"
     finally:
         db.dispose()
@@ -79,11 +80,13 @@ def test_writer_lock_excludes_threads_of_one_process(tmp_path: Path) -> None:
 
     def work() -> None:
         nonlocal inside, most
-        for _ in range(200):
+        for _ in range(50):
             with lock:
                 with guard:
                     inside += 1
                     most = max(most, inside)
+                # Hold the lock long enough for another thread to try to come in.
+                time.sleep(0.001)
                 with guard:
                     inside -= 1
 

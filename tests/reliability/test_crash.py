@@ -67,7 +67,8 @@ def test_kill_9_of_workers_and_master_loses_no_acknowledged_delivery(
         )
     )
     assert lost == set(), f"acknowledged but not stored: {sorted(lost)[:20]}"
-    # A killed process can leave a stored delivery unanswered, never the reverse,
-    # and the primary key keeps every stored id once.
-    assert stored >= len(log.acknowledged)
+    # Every stored row is one of the distinct ids sent, each once (the primary key);
+    # a killed process can leave a stored delivery unanswered, so stored may exceed
+    # what was acknowledged, never what was sent.
+    assert stored <= log.sent
     assert log.count(lambda s: s >= 500) == 0, log.statuses
