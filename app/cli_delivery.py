@@ -106,13 +106,13 @@ def routes_test(app_ctx: AppContext, activity_id: int, path: str | None) -> None
     from app.routing.destinations import Envelope, slack_payload, teams_payload, webhook_payload
     from app.routing.matching import describe, matches, template_context
     from app.routing.templates import render
-    from app.storage.delivery import activity_payload
+    from app.storage.activities import get_activity_raw
 
     config = _routes(app_ctx, path)
     db = app_ctx.database()
     try:
         with db.connect() as conn:
-            raw = activity_payload(conn, activity_id)
+            raw = get_activity_raw(conn, activity_id)
             if raw is None:
                 fail(f"no activity with id {activity_id} is stored")
             payload = json.loads(raw or b"{}")

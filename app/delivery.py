@@ -37,6 +37,7 @@ from app.routing.destinations import Envelope, Outcome, send
 from app.routing.matching import describe, matches, matching_routes, template_context
 from app.routing.templates import render
 from app.state import AppState, StoredActivity
+from app.storage import activities as activity_store
 from app.storage import delivery as store
 
 log = logging.getLogger(__name__)
@@ -284,7 +285,7 @@ class Worker:
                 error=f"route {row.route!r} → {row.destination!r} is no longer in the routes file",
             )
         with self.state.db.connect() as conn:
-            raw = store.activity_payload(conn, row.activity_id)
+            raw = activity_store.get_activity_raw(conn, row.activity_id)
             if raw is None:
                 return Outcome(
                     ok=False,

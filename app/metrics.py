@@ -36,12 +36,12 @@ from app.background import PeriodicTask
 from app.db import Database
 from app.state import SCOPE_KEY, AppState, RequestState
 from app.storage import metrics as store
+from app.webhook_config import INGEST_PATH
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 FLUSH_DELAY = 1.0
-INGEST_PATH = "/webhooks/ninjarmm/activity"
 
 RECEIVED = "activities_received"
 BACKFILL_RUNS = "backfill_runs"

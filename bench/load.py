@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-INGEST_PATH = "/webhooks/ninjarmm/activity"
+from app.webhook_config import INGEST_PATH
+
 LUA_SCRIPT = Path(__file__).with_name("post.lua")
 ID_MARK = "__ID__"
 SERIES_MARK = "__SERIES__"

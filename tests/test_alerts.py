@@ -61,6 +61,21 @@ def lifecycle(
     ]
 
 
+def test_history_of_unexpanded_activities_names_them_as_the_read_api_does(
+    client: Any, state: Any
+) -> None:
+    """History items are ActivityRecords: like /activities/{id}, an activity delivered
+    without expansion gets its organization and location through its cached device."""
+    seed_entities(state.db, organization_id=7, device_id=42, location_id=9)
+    bare = condition_activity(1100, series_uid=SERIES, activity_time=T0, expand=False)
+    deliver(client, bare)
+    (item,) = alert(client, SERIES)["history"]
+    record = client.get("/activities/1100", headers=API_HEADERS).json()
+    names = ("deviceName", "organizationName", "locationName")
+    assert [item[n] for n in names] == ["SRV-042", "Org 7", "Site 9"]
+    assert [item[n] for n in names] == [record[n] for n in names]
+
+
 def test_trigger_opens_and_reset_closes_with_names_from_the_entity_cache(
     client: Any, state: Any
 ) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Row
 
 from app.db import Database
 from app.state import AppState
+from app.storage import activities as activity_store
 from app.storage import delivery as store
 from app.web import iso, page_of
 
@@ -55,7 +56,7 @@ def delivery_record(row: Row[Any]) -> dict[str, Any]:
 def activity_deliveries(state: AppState, activity_id: int) -> list[dict[str, Any]] | None:
     """Every delivery of one activity, oldest first; None when the activity is not stored."""
     with state.db.connect() as conn:
-        if not store.activity_exists(conn, activity_id):
+        if not activity_store.existing_activity_ids(conn, [activity_id]):
             return None
         rows = store.list_deliveries(
             conn, store.DeliveryFilter(activity_id=activity_id), limit=1000

@@ -43,11 +43,14 @@ ACTIVITY_COLUMNS: Mapping[str, sa.Column[Any]] = {
 }
 
 
-def _insert(conn: Connection, table: sa.Table) -> Any:
-    """A dialect-specific INSERT that supports ON CONFLICT."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+def dialect_insert(conn: Connection, table: sa.Table) -> Any:
+    """A dialect-specific INSERT that supports ON CONFLICT (every storage module's)."""
+    return insert_for(conn.dialect.name, table)
+
+
+def insert_for(dialect: str, table: sa.Table) -> Any:
+    """:func:`dialect_insert` by dialect name, for statements built once per dialect."""
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
 
 
 def insert_activity(conn: Connection, row: Mapping[str, Any]) -> bool:
@@ -60,9 +63,8 @@ def insert_activity(conn: Connection, row: Mapping[str, Any]) -> bool:
 
 
 def _insert_activity_statement(dialect: str) -> Any:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return (
-        insert(activities)
+        insert_for(dialect, activities)
         .on_conflict_do_nothing(index_elements=[activities.c.id])
         .returning(activities.c.id)
     )
@@ -168,7 +170,7 @@ def _fts_phrase(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-def _record_select(rows: sa.FromClause = activities) -> sa.Select[Any]:
+def record_select(rows: sa.FromClause = activities) -> sa.Select[Any]:
     """Every API column under its API name, the raw body, and the names from the entity cache.
 
     An activity delivered without expansion still gets organization and location
@@ -197,7 +199,7 @@ def _record_select(rows: sa.FromClause = activities) -> sa.Select[Any]:
 
 def get_activity_record(conn: Connection, activity_id: int) -> Row[Any] | None:
     """One activity under API column names, with ``raw``; None when not stored."""
-    return conn.execute(_record_select().where(activities.c.id == activity_id)).first()
+    return conn.execute(record_select().where(activities.c.id == activity_id)).first()
 
 
 def _page_ids(
@@ -223,10 +225,10 @@ def list_activities(
         ids = _text_page_ids(conn, flt, limit, before_id)
         if not ids:
             return []
-        stmt = _record_select().where(activities.c.id.in_(ids))
+        stmt = record_select().where(activities.c.id.in_(ids))
     else:
         page = _page_ids(_where(flt), limit, before_id).subquery("page")
-        stmt = _record_select(page)
+        stmt = record_select(page)
     return list(conn.execute(stmt.order_by(activities.c.id.desc())))
 
 
@@ -321,7 +323,7 @@ def count_rejected(conn: Connection) -> int:
 
 def record_spec_drift(conn: Connection, field: str, value: str, now: float) -> None:
     """Count one more sighting of an unknown enum value."""
-    stmt = _insert(conn, spec_drift).values(
+    stmt = dialect_insert(conn, spec_drift).values(
         field=field, value=value[:200], count=1, first_seen=now, last_seen=now
     )
     stmt = stmt.on_conflict_do_update(

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
-from app.storage.activities import ACTIVITY_COLUMNS
+from app.storage.activities import insert_for, record_select
 from app.storage.prepared import Prepared
 from app.storage.tables import (
     activities,
@@ -58,8 +57,9 @@ _ALERT_COLUMNS = tuple(column for column in alerts.c if column.name != "key")
 
 
 def _lock_statement(dialect: str) -> Any:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    new_row = insert(alerts).values(key=sa.bindparam("key"), state="closed", acknowledged=False)
+    new_row = insert_for(dialect, alerts).values(
+        key=sa.bindparam("key"), state="closed", acknowledged=False
+    )
     # DO UPDATE (of nothing that changes) rather than DO NOTHING: it returns the row
     # whether or not it was just inserted, and on PostgreSQL it takes the row lock,
     # waiting for a concurrent transaction on the same alert and then returning that
@@ -70,9 +70,8 @@ def _lock_statement(dialect: str) -> Any:
 
 
 def _link_statement(dialect: str) -> Any:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return (
-        insert(alert_activities)
+        insert_for(dialect, alert_activities)
         .values(alert_key=sa.bindparam("alert_key"), activity_id=sa.bindparam("activity_id"))
         .on_conflict_do_nothing(
             index_elements=[alert_activities.c.alert_key, alert_activities.c.activity_id]
@@ -207,22 +206,10 @@ def alert_history(conn: Connection, key: str) -> list[Row[Any]]:
     """An alert's activities under API column names with ``raw`` and entity names, oldest
     first (by activityTime, as the alert was folded)."""
     order_time = sa.func.coalesce(activities.c.activity_time, activities.c.received_at)
-    stmt = (
-        sa.select(
-            *[col.label(name) for name, col in ACTIVITY_COLUMNS.items()],
-            activities.c.raw.label("raw"),
-            _DEVICE_NAME.label("deviceName"),
-            organizations.c.name.label("organizationName"),
-            locations.c.name.label("locationName"),
-        )
-        .select_from(activities)
-        .join(alert_activities, alert_activities.c.activity_id == activities.c.id)
-        .outerjoin(devices, devices.c.id == activities.c.device_id)
-        .outerjoin(organizations, organizations.c.id == activities.c.organization_id)
-        .outerjoin(locations, locations.c.id == activities.c.location_id)
-        .where(alert_activities.c.alert_key == key)
-        .order_by(order_time, activities.c.id)
+    ids = sa.select(alert_activities.c.activity_id.label("id")).where(
+        alert_activities.c.alert_key == key
     )
+    stmt = record_select(ids.subquery()).order_by(order_time, activities.c.id)
     return list(conn.execute(stmt))
 
 

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
+from app.storage.activities import dialect_insert
 from app.storage.tables import (
-    activities,
     deliveries,
     delivery_alerts,
     devices,
@@ -28,13 +27,6 @@ from app.storage.tables import (
 
 PENDING, DELIVERING, DELIVERED, DEAD = "pending", "delivering", "delivered", "dead"
 STATUSES = (PENDING, DELIVERING, DELIVERED, DEAD)
-
-
-def _insert(conn: Connection, table: sa.Table) -> Any:
-    """A dialect-specific INSERT that supports ON CONFLICT."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
 
 
 def cached_entities(conn: Connection, device_id: int) -> dict[str, Any]:
@@ -89,7 +81,7 @@ def enqueue(
     """
     uid = str(uuid.uuid4())
     stmt = (
-        _insert(conn, deliveries)
+        dialect_insert(conn, deliveries)
         .values(
             uid=uid,
             activity_id=activity_id,
@@ -135,7 +127,7 @@ def open_alert(
     """
     a = delivery_alerts.c
     inserted = conn.execute(
-        _insert(conn, delivery_alerts)
+        dialect_insert(conn, delivery_alerts)
         .values(
             route=route,
             alert_key=alert_key,
@@ -214,7 +206,7 @@ def resolve_alert(
     ).scalar()
     if opened_by is None and remember:
         conn.execute(
-            _insert(conn, delivery_alerts)
+            dialect_insert(conn, delivery_alerts)
             .values(
                 route=route,
                 alert_key=alert_key,
@@ -337,18 +329,6 @@ def mark_failed(
         )
     )
     return bool(result.rowcount)
-
-
-def activity_payload(conn: Connection, activity_id: int) -> bytes | None:
-    """The stored raw body of an activity."""
-    raw = conn.execute(sa.select(activities.c.raw).where(activities.c.id == activity_id)).scalar()
-    return bytes(raw) if raw is not None else None
-
-
-def activity_exists(conn: Connection, activity_id: int) -> bool:
-    """Whether an activity is stored."""
-    stmt = sa.select(activities.c.id).where(activities.c.id == activity_id)
-    return conn.execute(stmt).first() is not None
 
 
 @dataclass(frozen=True)

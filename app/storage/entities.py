@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
+from app.storage.activities import dialect_insert, insert_for
 from app.storage.tables import devices, locations, ninjaone_checkpoints, organizations
 
 TABLES: Mapping[str, sa.Table] = {
@@ -26,19 +26,13 @@ TABLES: Mapping[str, sa.Table] = {
 }
 
 
-def _insert(conn: Connection, table: sa.Table) -> Any:
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
 def upsert_if_newer(conn: Connection, table: sa.Table, row: Mapping[str, Any]) -> bool:
     """Insert ``row`` or update the stored one when ``row["observed_at"]`` is newer.
 
     ``row`` must carry ``id``, ``observed_at`` and ``updated_at``; its other keys are
     the columns to write. True when a row was inserted or updated.
     """
-    stmt = _insert(conn, table).values(**row)
+    stmt = dialect_insert(conn, table).values(**row)
     changes = {key: stmt.excluded[key] for key in row if key != "id"}
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c.id],
@@ -58,7 +52,7 @@ def _guarded_upsert(dialect: str, table_name: str, columns: tuple[str, ...]) -> 
     small: the column sets that :mod:`app.entities` produces.
     """
     table = TABLES[table_name]
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    stmt = insert_for(dialect, table)
     return stmt.on_conflict_do_update(
         index_elements=[table.c.id],
         set_={column: stmt.excluded[column] for column in columns if column != "id"},
@@ -208,7 +202,7 @@ def get_checkpoint(conn: Connection, name: str) -> int | None:
 
 def advance_checkpoint(conn: Connection, name: str, value: int, now: float) -> None:
     """Set checkpoint ``name`` to ``value`` unless it is already at or beyond it."""
-    stmt = _insert(conn, ninjaone_checkpoints).values(name=name, value=value, updated_at=now)
+    stmt = dialect_insert(conn, ninjaone_checkpoints).values(name=name, value=value, updated_at=now)
     stmt = stmt.on_conflict_do_update(
         index_elements=[ninjaone_checkpoints.c.name],
         set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from app.storage.activities import _insert
+from app.storage.activities import dialect_insert
 from app.storage.alerts import open_alerts_by_severity
 from app.storage.tables import metric_counters, spec_drift
 
@@ -14,7 +14,7 @@ __all__ = ["add_to_counter", "counters", "open_alerts_by_severity", "spec_drift_
 
 def add_to_counter(conn: Connection, name: str, labels: str, amount: float) -> None:
     """Add ``amount`` to one counter row (created at ``amount`` when new)."""
-    stmt = _insert(conn, metric_counters).values(name=name, labels=labels, value=amount)
+    stmt = dialect_insert(conn, metric_counters).values(name=name, labels=labels, value=amount)
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=[metric_counters.c.name, metric_counters.c.labels],
