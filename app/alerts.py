@@ -29,7 +29,7 @@ TRIGGERED = "TRIGGERED"
 ACKNOWLEDGED = "ACKNOWLEDGED"
 # statusCodes that end a condition (NinjaOne resets a condition itself, or a PSA
 # ticket callback resets it).
-RESET_CODES = frozenset({"RESET", "RESET_BY_PSA_TICKET_CALLBACK"})
+RESET_CODES = frozenset({"RESET", "CUSTOM_HEALTH_STATUS_RESET", "RESET_BY_PSA_TICKET_CALLBACK"})
 
 
 def install(state: AppState) -> list[PeriodicTask]:

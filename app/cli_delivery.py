@@ -35,15 +35,6 @@ def _routes(app_ctx: AppContext, path: str | None) -> Any:
         fail(str(exc))
 
 
-def _state(app_ctx: AppContext) -> Any:
-    from app.config import ConfigError
-
-    try:
-        return app_ctx.state()
-    except ConfigError as exc:
-        fail(str(exc))
-
-
 def register(group: click.Group) -> None:
     """Add the ``routes``, ``worker`` and ``deliveries`` commands to ``group``."""
     group.add_command(routes)
@@ -101,8 +92,7 @@ def routes_check(app_ctx: AppContext, path: str | None) -> None:
 @pass_ctx
 def routes_test(app_ctx: AppContext, activity_id: int, path: str | None) -> None:
     """Show which routes a stored activity matches and render each message. Sends nothing."""
-    from app.alerts import alert_key
-    from app.delivery import RESET_CODES
+    from app.alerts import RESET_CODES, alert_key
     from app.routing.destinations import Envelope, slack_payload, teams_payload, webhook_payload
     from app.routing.matching import describe, matches, template_context
     from app.routing.templates import render
@@ -123,8 +113,9 @@ def routes_test(app_ctx: AppContext, activity_id: int, path: str | None) -> None
         fail(f"cannot read the database: {exc.__class__.__name__}")
     finally:
         db.dispose()
-    event = "resolved" if payload.get("statusCode") in RESET_CODES else "notify"
     key = alert_key(payload)
+    # As ingest decides: only a condition's RESET (it has an alert) resolves.
+    event = "resolved" if key is not None and payload.get("statusCode") in RESET_CODES else "notify"
     any_match = False
     for route in config.routes:
         if not matches(route.match, subject):
@@ -176,7 +167,7 @@ def worker(app_ctx: AppContext, drain: bool) -> None:
     configure_logging(app_ctx.config.log_level)
     if not app_ctx.config.routes_file:
         fail("no routes: set NINJAHOOK_ROUTES to a routes file")
-    state = _state(app_ctx)
+    state = app_ctx.state()
     routes_config = routes_of(state)
     if not routes_config.routes:
         fail("no routes: set NINJAHOOK_ROUTES to a routes file")

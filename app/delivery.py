@@ -29,7 +29,7 @@ import httpx
 import jinja2
 from sqlalchemy.engine import Connection, Row
 
-from app.alerts import alert_key
+from app.alerts import RESET_CODES, alert_key
 from app.background import PeriodicTask
 from app.config import Config, ConfigError
 from app.routing.config import EMPTY, RoutesConfig, RoutesError, load_routes
@@ -45,8 +45,6 @@ log = logging.getLogger(__name__)
 ROUTES_KEY = "delivery.routes"
 # Longest an in-process delivery round runs before the scheduler's other tasks get a turn.
 IN_PROCESS_BUDGET = 20.0
-# statusCodes that close a condition's alert.
-RESET_CODES = frozenset({"RESET", "CUSTOM_HEALTH_STATUS_RESET", "RESET_BY_PSA_TICKET_CALLBACK"})
 
 
 def load_configured_routes(config: Config) -> RoutesConfig:
@@ -98,7 +96,9 @@ def enqueue_for_activity(
     key = alert_key(payload)
     status = payload.get("statusCode")
     is_reset = status in RESET_CODES
-    subject = describe(conn, payload)
+    # The entity cache is read only for routes that match on what it holds: at send
+    # time the message is worded from a fresh describe() anyway.
+    subject = describe(conn if routes.matches_on_entities else None, payload)
     enqueued: list[str] = []
 
     def add(route_name: str, destination: str, event: str, refers_to: str | None) -> None:

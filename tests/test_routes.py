@@ -246,3 +246,28 @@ def test_serve_stops_with_one_line_naming_the_file_and_line(tmp_path: Path) -> N
     assert result.exit_code == 1
     assert f"configuration: NINJAHOOK_ROUTES: {path}:20:" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("match", "reads_cache"),
+    [("{}", False), ("{organization: ['Org 7']}", True), ("{nodeClass: [WINDOWS_SERVER]}", True)],
+)
+def test_ingest_reads_the_entity_cache_only_for_routes_that_match_on_it(
+    make_app: Callable[..., Any], tmp_path: Path, match: str, reads_cache: bool
+) -> None:
+    from app.ingest import ingest_activity
+    from tests.support import body, recorded_statements
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "destinations:\n  d: {kind: webhook, url: 'http://127.0.0.1:9/'}\n"
+        f"routes:\n  - {{name: r, match: {match}, destinations: [d]}}\n"
+    )
+    state = make_app(routes_file=str(routes)).app.extensions["ninjahook"]
+    payload = minimal_activity(7100)  # unexpanded: names only through the cache
+    with recorded_statements(state.db.engine) as statements:
+        ingest_activity(state, body(payload), payload)
+    cache_reads = [
+        s for s in statements if s.lstrip().upper().startswith("SELECT") and "devices" in s
+    ]
+    assert bool(cache_reads) is reads_cache

@@ -22,6 +22,7 @@ missing variable is an error at start-up, not at the first alert.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -119,6 +120,15 @@ class RoutesConfig:
     def route(self, name: str) -> Route | None:
         """The route called ``name``, or None."""
         return next((r for r in self.routes if r.name == name), None)
+
+    @functools.cached_property
+    def matches_on_entities(self) -> bool:
+        """True when a route matches on an organization, device or nodeClass, which an
+        unexpanded activity only has through the entity cache."""
+        return any(
+            r.match.organizations or r.match.devices or r.match.node_classes is not None
+            for r in self.routes
+        )
 
 
 EMPTY = RoutesConfig(path=None, routes=(), destinations={})
