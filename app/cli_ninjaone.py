@@ -53,10 +53,10 @@ def _database_guard(action: Callable[[], T]) -> T:
         raise AssertionError("unreachable") from None
 
 
-def parse_since(text: str, now: float | None = None) -> float:
+def parse_since(text: str) -> float:
     """Epoch seconds from ISO 8601, epoch seconds, or an age such as ``90m``, ``6h``, ``2d``."""
     try:
-        return parse_instant(text, now=now)
+        return parse_instant(text)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
 

@@ -213,7 +213,7 @@ SETTINGS: tuple[Setting, ...] = (
         8,
         "NINJAHOOK_DELIVERY_MAX_ATTEMPTS",
         "Attempts per delivery before it becomes a dead letter.",
-        _parse_int,
+        _parse_positive_int,
     ),
     Setting(
         "delivery_backoff",
@@ -248,7 +248,7 @@ SETTINGS: tuple[Setting, ...] = (
         4,
         "NINJAHOOK_DELIVERY_CONCURRENCY",
         "Deliveries a worker sends at once (a slow destination does not hold up the rest).",
-        _parse_int,
+        _parse_positive_int,
     ),
     Setting(
         "delivery_poll_interval",

@@ -205,7 +205,7 @@ class Worker:
         _register_secrets(self.routes)
         cfg = state.config
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.concurrency = max(1, int(cfg.delivery_concurrency))
+        self.concurrency = int(cfg.delivery_concurrency)
         self.timeout = float(cfg.delivery_timeout)
         # The lease must outlast the slowest attempt, or a second worker would resend
         # a delivery that is still in flight.
@@ -213,7 +213,7 @@ class Worker:
             [self.timeout] + [d.timeout for d in self.routes.destinations.values() if d.timeout]
         )
         self.lease = max(float(cfg.delivery_lease), slowest + 2.0)
-        self.max_attempts = max(1, int(cfg.delivery_max_attempts))
+        self.max_attempts = int(cfg.delivery_max_attempts)
         self.backoff = float(cfg.delivery_backoff)
         self.backoff_max = float(cfg.delivery_backoff_max)
         self.poll_interval = float(cfg.delivery_poll_interval)

@@ -175,7 +175,7 @@ class WrittenEntities:
 
 def _write(
     conn: Connection,
-    written: WrittenEntities | None,
+    written: WrittenEntities,
     table: Table,
     rows: list[dict[str, Any]],
     stamps: dict[str, float],
@@ -184,10 +184,9 @@ def _write(
     fresh = []
     for row in rows:
         key = (table.name, row["id"])
-        if written is not None:
-            if written.is_current(key, row, observed):
-                continue
-            written.stage(conn, key, row, observed)
+        if written.is_current(key, row, observed):
+            continue
+        written.stage(conn, key, row, observed)
         fresh.append({**row, **stamps})
     if fresh:
         store.upsert_rows_if_newer(conn, table, fresh)
@@ -205,9 +204,9 @@ def _one_per_id(*candidates: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 
 def cache_updater(
-    written: WrittenEntities | None,
+    written: WrittenEntities,
 ) -> Callable[[Connection, dict[str, Any], StoredActivity], None]:
-    """The ingest hook, remembering committed writes in ``written`` (None: no LRU)."""
+    """The ingest hook, remembering committed writes in ``written``."""
 
     def update_cache_from_activity(
         conn: Connection, payload: dict[str, Any], stored: StoredActivity
@@ -249,10 +248,6 @@ def cache_updater(
     # Named like a module-level function in profiles and benchmark tables.
     update_cache_from_activity.__qualname__ = "update_cache_from_activity"
     return update_cache_from_activity
-
-
-# Without an LRU: for callers that have no engine to follow (and for comparisons).
-update_cache_from_activity = cache_updater(None)
 
 
 def install(state: AppState) -> list[PeriodicTask]:

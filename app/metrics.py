@@ -17,7 +17,6 @@ import json
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.background import PeriodicTask
 from app.db import Database
+from app.routing.service import delivery_metrics
 from app.state import SCOPE_KEY, AppState, RequestState
 from app.storage import metrics as store
 from app.webhook_config import INGEST_PATH
@@ -53,8 +53,6 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 SEVERITIES = ("NONE", "MINOR", "MODERATE", "MAJOR", "CRITICAL")
 
 _EXTRA_KEY = "metrics.buffer"
-# The buffers of live apps in this process, for record_backfill_run() without a state.
-_buffers: weakref.WeakValueDictionary[int, CounterBuffer] = weakref.WeakValueDictionary()
 
 
 def _labels_key(labels: dict[str, str]) -> str:
@@ -127,7 +125,6 @@ def buffer_for(state: AppState) -> CounterBuffer:
     buffer: CounterBuffer | None = state.extras.get(_EXTRA_KEY)
     if buffer is None:
         buffer = state.extras[_EXTRA_KEY] = CounterBuffer(state.db)
-        _buffers[id(buffer)] = buffer
     return buffer
 
 
@@ -147,16 +144,12 @@ def record_ingest(state: AppState, activity_type: str | None, outcome: str, seco
     buffer.add(LATENCY + "_sum", {}, seconds)
 
 
-def record_backfill_run(outcome: str, state: AppState | None = None) -> None:
-    """Count one backfill run (outcome e.g. ``ok`` or ``failed``) and store it at once.
-
-    :param state: the app that ran it; without one, every live app of this process
-        counts it (a CLI process has exactly one).
-    """
-    buffers = [buffer_for(state)] if state is not None else list(_buffers.values())
-    for buffer in buffers:
-        buffer.add(BACKFILL_RUNS, {"outcome": outcome})
-        buffer.flush()
+def record_backfill_run(outcome: str, state: AppState) -> None:
+    """Count one backfill run of ``state``'s app (outcome e.g. ``ok`` or ``failed``) and
+    store it at once."""
+    buffer = buffer_for(state)
+    buffer.add(BACKFILL_RUNS, {"outcome": outcome})
+    buffer.flush()
 
 
 class _DatabaseCollector(Collector):
@@ -228,11 +221,7 @@ class _DatabaseCollector(Collector):
 
 
 def _delivery_families(state: AppState) -> Iterator[Metric]:
-    """The outbox's state (app.routing), when routing is part of this build."""
-    try:
-        from app.routing.service import delivery_metrics
-    except ImportError:
-        return
+    """The outbox's state (app.routing)."""
     found = delivery_metrics(state)
     by_status = GaugeMetricFamily(
         "ninjahook_deliveries",

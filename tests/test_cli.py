@@ -113,6 +113,8 @@ def test_every_setting_is_documented_in_the_readme() -> None:
         ({"NINJAHOOK_SQLITE_SYNCHRONOUS": "sometimes"}, "NINJAHOOK_SQLITE_SYNCHRONOUS"),
         ({"NINJAHOOK_WEBHOOK_TOKENS": "short"}, "NINJAHOOK_WEBHOOK_TOKENS"),
         ({"NINJAHOOK_METRICS_PUBLIC": "maybe"}, "NINJAHOOK_METRICS_PUBLIC"),
+        ({"NINJAHOOK_DELIVERY_MAX_ATTEMPTS": "0"}, "NINJAHOOK_DELIVERY_MAX_ATTEMPTS"),
+        ({"NINJAHOOK_INGEST_MAX_BATCH": "0"}, "NINJAHOOK_INGEST_MAX_BATCH"),
     ],
 )
 def test_invalid_setting_names_the_variable(env: dict[str, str], name: str) -> None:

@@ -124,11 +124,6 @@ def sync_rows(
     return counts
 
 
-def count_rows(conn: Connection, table: sa.Table) -> int:
-    """How many rows ``table`` has."""
-    return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() or 0)
-
-
 def _device_select() -> sa.Select[Any]:
     return (
         sa.select(

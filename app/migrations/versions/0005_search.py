@@ -23,6 +23,8 @@ Revises: 0004
 
 from __future__ import annotations
 
+import sqlite3
+
 from alembic import op
 
 revision = "0005"
@@ -64,6 +66,11 @@ def upgrade() -> None:
     op.drop_index("ix_activities_activity_time", table_name="activities")
     op.create_index("ix_activities_activity_time_id", "activities", ["activity_time", "id"])
     dialect = op.get_bind().dialect.name
+    if dialect == "sqlite" and sqlite3.sqlite_version_info < (3, 34):
+        raise RuntimeError(
+            f"the text search index needs SQLite 3.34 or newer (its trigram tokenizer); "
+            f"this Python links SQLite {sqlite3.sqlite_version}"
+        )
     if dialect == "sqlite":
         op.execute(
             f"CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5(message, subject, "
