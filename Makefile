@@ -43,11 +43,11 @@ format: $(STAMP)  ## Format and autofix.
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-regenerate: $(STAMP)  ## Rebuild app/generated.py and handler stubs from webhook.yaml, then revalidate.
-	$(BIN)/python -m app.codegen
+regenerate: $(STAMP)  ## Rebuild app/spec/generated.py and handler stubs from webhook.yaml, then revalidate.
+	$(BIN)/python -m app.spec.codegen
 
 check-generated: $(STAMP)  ## Fail when the generated layer is stale.
-	$(BIN)/python -m app.codegen --check
+	$(BIN)/python -m app.spec.codegen --check
 
 bench: $(STAMP)  ## Benchmarks on loopback; writes BENCHMARKS.md (installs Debian's wrk when it can).
 	@command -v wrk >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1 \

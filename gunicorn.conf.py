@@ -7,10 +7,10 @@ GUNICORN_CMD_ARGS (e.g. "--workers 4 --bind 0.0.0.0:9000") overrides both.
 
 import os
 
-from app.factory import settle_heap
+from app.web.factory import settle_heap
 from app.logs import install_redaction
 
-wsgi_app = "app.factory:create_app()"
+wsgi_app = "app.web.factory:create_app()"
 worker_class = "uvicorn_worker.UvicornWorker"
 bind = os.environ.get(
     "NINJAHOOK_BIND",
@@ -32,5 +32,5 @@ def on_starting(server):
 
 def post_worker_init(worker):
     install_redaction()
-    # The worker has built the app (create_app): see app.factory.settle_heap.
+    # The worker has built the app (create_app): see app.web.factory.settle_heap.
     settle_heap()

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from app.config import Config
-from app.db import Database
+from app.storage.db import Database
 
 # Called inside the ingest transaction for each newly stored activity, so that what it
 # writes (entity cache, alerts, outbox) commits or rolls back with the activity itself.

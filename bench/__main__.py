@@ -119,7 +119,7 @@ def measure(
 @contextlib.contextmanager
 def postgres_database(admin_url: str) -> Iterator[str | None]:
     """A throwaway PostgreSQL database, or None when no server answers."""
-    from app.db import normalize_url
+    from app.storage.db import normalize_url
 
     try:
         admin = sa.create_engine(
@@ -148,7 +148,7 @@ def postgres_database(admin_url: str) -> Iterator[str | None]:
 
 def stored_activities(database_url: str, first_id: int, count: int) -> tuple[int, int]:
     """(rows in the storm's id range, rows in total) in the server's database."""
-    from app.db import normalize_url
+    from app.storage.db import normalize_url
     from app.storage.tables import activities
 
     engine = sa.create_engine(normalize_url(database_url, Path(".")))
@@ -169,12 +169,12 @@ def worker_start_seconds(instance: Path, runs: int = 3) -> list[tuple[float, flo
     """(import wall, build wall, build CPU) seconds in a fresh interpreter.
 
     gunicorn.conf.py imports the app's modules in the master, so a worker forked from
-    it only builds the app (``create_app()`` and :func:`app.factory.settle_heap`); the
+    it only builds the app (``create_app()`` and :func:`app.web.factory.settle_heap`); the
     import is paid once, when the master starts. CPU time is the figure that other
     load on the machine leaves alone."""
     code = (
         "import time; t = time.perf_counter(); "
-        "from app.factory import create_app, settle_heap; "
+        "from app.web.factory import create_app, settle_heap; "
         "i = time.perf_counter() - t; t = time.perf_counter(); c = time.process_time(); "
         f"create_app({{'instance_path': {str(instance)!r}, 'webhook_tokens': {TOKEN!r}, "
         "'background_tasks': '0'}); settle_heap(); "

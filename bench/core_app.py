@@ -7,7 +7,7 @@ activity in the same transaction (entity cache, alerts, outbox).
 
 from __future__ import annotations
 
-from app.factory import create_app
+from app.web.factory import create_app
 
 app = create_app()
 app.app.extensions["ninjahook"].new_activity_hooks.clear()

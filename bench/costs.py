@@ -25,7 +25,7 @@ TOKEN = "whk_bench_token_0123456789abcdef"
 
 
 def _app(instance: Path, **overrides: Any) -> Any:
-    from app.factory import create_app
+    from app.web.factory import create_app
 
     app = create_app(
         {
@@ -42,8 +42,8 @@ def _app(instance: Path, **overrides: Any) -> Any:
 def _close(state: Any) -> None:
     """Write what the app still buffers, then close its connections, before its folder
     goes: the metrics extension flushes its counters on a timer otherwise."""
-    from app.group_commit import stop_committer
-    from app.metrics import buffer_for
+    from app.ingest.group_commit import stop_committer
+    from app.metrics.service import buffer_for
 
     buffer_for(state).flush_quietly()
     stop_committer(state)
@@ -131,7 +131,7 @@ def stack_costs(requests: int = 400, with_hooks: bool = True) -> dict[str, float
 
 def hook_costs(activities: int = 300) -> list[tuple[str, float]]:
     """CPU ms per ``ingest_activity`` with no hooks, then with each hook added in turn."""
-    from app.ingest import ingest_activity
+    from app.ingest.service import ingest_activity
 
     template = load.activity_template()
     rows: list[tuple[str, float]] = []

@@ -63,7 +63,7 @@ def deliveries(count: int, *, seed: int = 5) -> list[tuple[bytes, dict[str, Any]
 
 @contextmanager
 def _postgres_database(admin_url: str) -> Iterator[str]:
-    from app.db import normalize_url
+    from app.storage.db import normalize_url
 
     name = f"ninjahook_bench_hooks_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     admin = sa.create_engine(normalize_url(admin_url, Path(".")), isolation_level="AUTOCOMMIT")
@@ -84,8 +84,8 @@ def _run(
     batch: list[tuple[bytes, dict[str, Any]]],
 ) -> tuple[float, float]:
     """(CPU ms, wall ms) per delivery for ``batch`` with the hooks ``keep`` selects."""
-    from app.factory import create_app
-    from app.ingest import ingest_activity
+    from app.ingest.service import ingest_activity
+    from app.web.factory import create_app
 
     app = create_app(
         {
@@ -116,8 +116,8 @@ def _variants() -> list[tuple[str, Callable[[list[Any]], list[Any]]]]:
 
     return [
         ("store the activity (no hooks)", lambda hooks: []),
-        ("+ app.entities hook only", only("app.entities")),
-        ("+ app.alerts hook only", only("app.alerts")),
+        ("+ app.entities.service hook only", only("app.entities.service")),
+        ("+ app.alerts.service hook only", only("app.alerts.service")),
         ("every hook, as shipped", lambda hooks: hooks),
     ]
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.webhook_config import INGEST_PATH
+from app.ninjaone.webhook_config import INGEST_PATH
 
 LUA_SCRIPT = Path(__file__).with_name("post.lua")
 ID_MARK = "__ID__"

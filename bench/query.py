@@ -2,7 +2,7 @@
 
 Generates N activities (default 1,000,000) shaped like NinjaOne's deliveries into a
 database, then times one page (50 items, newest first) of the read API's query
-for each kind of filter, through :func:`app.reads.activity_page` (the handler's
+for each kind of filter, through :func:`app.activities.reads.activity_page` (the handler's
 single call: the SQL, the entity-name joins and the payload decoding). It also times
 storing single activities into two small empty databases, migrated to 0004 and to head,
 for the ingest cost of the text index (migration 0005).
@@ -30,11 +30,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app.activities.reads import activity_page
 from app.config import load_config
-from app.db import Database, normalize_url, redact_url
-from app.reads import activity_page
 from app.state import AppState
 from app.storage.activities import FTS_ROUNDS, ActivityFilter, insert_activity
+from app.storage.db import Database, normalize_url, redact_url
 from app.storage.retention import optimize
 from app.storage.tables import activities, devices, locations, organizations
 
@@ -289,7 +289,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
         HEADING,
         "",
         f"One page ({PAGE} activities, newest first, with entity names and payloads) of "
-        "`GET /activities` under each filter, timed through `app.reads.activity_page` "
+        "`GET /activities` under each filter, timed through `app.activities.reads.activity_page` "
         f"(the handler's call) on {results[0]['rows']:,} generated activities "
         "(`python -m bench.query`). Median / p95 of 15 runs after a warm-up, milliseconds. "
         f"Target: under {TARGET_MS:.0f} ms.",

@@ -174,10 +174,10 @@ def bare_flask(workers: int, log: Path) -> Server:
 # our code, so they point at the token functions openapi-generator writes (which accept
 # any token: the stub checks that one is present, nothing more).
 _STUB_SECURITY = {
-    "app.auth.webhook_bearer": "info_from_webhookBearer",
-    "app.auth.webhook_query_token": "info_from_webhookQueryToken",
-    "app.auth.api_bearer": "info_from_apiBearer",
-    "app.auth.api_cookie": "info_from_apiCookie",
+    "app.web.auth.webhook_bearer": "info_from_webhookBearer",
+    "app.web.auth.webhook_query_token": "info_from_webhookQueryToken",
+    "app.web.auth.api_bearer": "info_from_apiBearer",
+    "app.web.auth.api_cookie": "info_from_apiCookie",
 }
 
 _STUB_WSGI = """\

@@ -7,9 +7,9 @@ from typing import Any
 from connexion import problem
 from flask import Response
 
-from app import reads
+from app.activities import reads
 from app.storage.activities import ActivityFilter
-from app.web import JSON, app_state, decode_cursor, parse_time
+from app.web.context import JSON, app_state, decode_cursor, parse_time
 
 
 def list_activities(

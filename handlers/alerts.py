@@ -6,9 +6,9 @@ from typing import Any
 
 from connexion import problem
 
-from app import alerts
+from app.alerts import service as alerts
 from app.storage.alerts import AlertFilter
-from app.web import JSON, app_state, decode_cursor
+from app.web.context import JSON, app_state, decode_cursor
 
 
 def list_alerts(

@@ -8,9 +8,9 @@ from connexion import context
 from flask import Response, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
-from app import dashboard
-from app.auth import SESSION_COOKIE, session_value, token_matches
-from app.web import app_state
+from app.web import dashboard
+from app.web.auth import SESSION_COOKIE, session_value, token_matches
+from app.web.context import app_state
 
 HTML = "text/html; charset=utf-8"
 

@@ -6,9 +6,9 @@ from typing import Any
 
 from connexion import problem
 
-from app.routing import service
-from app.storage.delivery import DeliveryFilter
-from app.web import JSON, app_state, decode_cursor, parse_time
+from app.notifications import reads as service
+from app.storage.notifications import DeliveryFilter
+from app.web.context import JSON, app_state, decode_cursor, parse_time
 
 
 def list_deliveries(

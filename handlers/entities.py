@@ -6,8 +6,8 @@ from typing import Any
 
 from connexion import problem
 
-from app import entities
-from app.web import JSON, app_state, decode_cursor
+from app.entities import service as entities
+from app.web.context import JSON, app_state, decode_cursor
 
 
 def list_devices(

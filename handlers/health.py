@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.problems import storage_unavailable
-from app.web import JSON, app_state
+from app.web.context import JSON, app_state
+from app.web.problems import storage_unavailable
 
 
 def liveness() -> tuple[dict[str, Any], int, dict[str, str]]:

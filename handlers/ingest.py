@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.group_commit import committer_for
-from app.web import JSON, current_request
+from app.ingest.group_commit import committer_for
+from app.web.context import JSON, current_request
 
 
 async def receive_activity() -> tuple[dict[str, Any], int, dict[str, str]]:
     """Store the activity the body validator parsed; 200 whether new or a redelivery.
 
     The answer waits for the commit of the transaction that holds the activity
-    (shared with the deliveries that arrived beside it: :mod:`app.group_commit`).
+    (shared with the deliveries that arrived beside it: :mod:`app.ingest.group_commit`).
     """
     req = current_request()
     assert req.raw_body is not None and req.payload is not None

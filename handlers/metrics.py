@@ -7,8 +7,8 @@ from typing import Any
 from connexion import context, problem
 from flask import Response
 
-from app import metrics
-from app.web import app_state
+from app.metrics import service as metrics
+from app.web.context import app_state
 
 
 def get_metrics() -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from app.db import Database, normalize_url
+from app.storage.db import Database, normalize_url
 from app.storage.tables import metadata
 from tests.support import API_TOKEN, WEBHOOK_TOKEN, LiveServer
 
@@ -128,7 +128,7 @@ def settings(database_url: str, tmp_path: Path) -> dict[str, Any]:
 @pytest.fixture
 def make_app(settings: dict[str, Any]) -> Iterator[Callable[..., Any]]:
     """Build apps from the factory with test settings plus ``overrides``."""
-    from app.factory import create_app
+    from app.web.factory import create_app
 
     built: list[Any] = []
 

@@ -345,7 +345,7 @@ def run_cli(args: list[str], env: dict[str, str] | None = None) -> Any:
     """
     from click.testing import CliRunner
 
-    from app.cli import main
+    from app.cli.main import main
 
     return CliRunner().invoke(main, args, env=env, catch_exceptions=False)
 
@@ -387,8 +387,8 @@ def one_route_file(directory: Any, url: str) -> Any:
 
 def settle_deliveries(state: Any, timeout: float = 30) -> None:
     """Run a delivery worker until nothing is pending or in flight (retries included)."""
-    from app.delivery import Worker
-    from app.routing.service import delivery_metrics
+    from app.notifications.outbox import Worker
+    from app.notifications.reads import delivery_metrics
 
     worker = Worker(state)
     deadline = time.monotonic() + timeout

@@ -10,10 +10,10 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from app import alerts
-from app.alerts import alert_key
-from app.cli import main as cli
-from app.ingest import ingest_activity
+from app.alerts import service as alerts
+from app.alerts.service import alert_key
+from app.cli.main import main as cli
+from app.ingest.service import ingest_activity
 from app.storage.alerts import all_alerts
 from tests.support import (
     API_HEADERS,

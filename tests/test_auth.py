@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.auth import session_value
-from app.db import Database
+from app.storage.db import Database
+from app.web.auth import session_value
 from tests.conftest import BACKENDS, create_pg_database, drop_pg_database
 from tests.reliability.harness import server_env, stored_counts
 from tests.support import INGEST_PATH, GunicornServer, body, minimal_activity

@@ -13,10 +13,10 @@ import sqlalchemy as sa
 
 from app.background import Scheduler
 from app.config import load_config
-from app.emulator import Emulator
-from app.entities import install
-from app.factory import build_state
+from app.entities.service import install
+from app.ninjaone.emulator import Emulator
 from app.storage.tables import activities
+from app.web.factory import build_state
 from tests.support import (
     API_HEADERS,
     LiveServer,

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from app.cli import main
+from app.cli.main import main
 from app.config import SETTINGS, ConfigError, load_config
 from tests.support import INGEST_PATH, body, free_port, minimal_activity
 

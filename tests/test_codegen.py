@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from app import codegen
-from app.generated import KNOWN_VALUES, OPERATION_IDS
-from app.spec import SPEC_PATH, load_spec, operation_ids
+from app.spec import SPEC_PATH, codegen, load_spec, operation_ids
+from app.spec.generated import KNOWN_VALUES, OPERATION_IDS
 
 ROOT = SPEC_PATH.parent
 
@@ -22,7 +21,10 @@ def test_generated_module_is_up_to_date() -> None:
 
 def test_check_passes_on_the_committed_tree() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "app.codegen", "--check"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-m", "app.spec.codegen", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     assert codegen.missing_handlers(load_spec()) == []
@@ -79,7 +81,7 @@ def test_check_fails_when_generated_module_is_stale(sandbox: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, app.codegen as c, pathlib; c.ROOT = pathlib.Path(sys.argv[1]); "
+            "import sys, app.spec.codegen as c, pathlib; c.ROOT = pathlib.Path(sys.argv[1]); "
             "c.GENERATED_PATH = c.ROOT / 'app' / 'generated.py'; c.main(['--check', '--spec', "
             "str(c.ROOT / 'webhook.yaml')])",
             str(sandbox),

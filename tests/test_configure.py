@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from app.emulator import Emulator
+from app.ninjaone.emulator import Emulator
 from tests.support import WEBHOOK_TOKEN, free_port, ninjaone_env, run_cli
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared/reference/ninjaone-api-v2-subset.json"

@@ -1,4 +1,4 @@
-"""app/connexion_tuning.py: what it relies on in Connexion, and that it changes
+"""app/web/connexion_tuning.py: what it relies on in Connexion, and that it changes
 no behaviour. These fail when an upgrade moves or changes anything the module reaches."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from connexion.middleware.abstract import ROUTING_CONTEXT
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
-from app import connexion_tuning
+from app.web import connexion_tuning
 from tests.support import (
     API_HEADERS,
     INGEST_PATH,

@@ -20,8 +20,8 @@ import schemathesis
 from hypothesis import HealthCheck
 from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
 
-from app.factory import create_app
 from app.spec import SPEC_PATH
+from app.web.factory import create_app
 from tests.support import API_TOKEN, WEBHOOK_TOKEN, LiveServer
 
 schema = schemathesis.openapi.from_path(str(SPEC_PATH))

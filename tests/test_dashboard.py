@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from app import dashboard
-from app.auth import session_value
-from app.dashboard import form_token
-from app.routing import service
+from app.notifications import reads as service
+from app.web import dashboard
+from app.web.auth import session_value
+from app.web.dashboard import form_token
 from tests.support import (
     API_TOKEN,
     FAST_DELIVERY,
@@ -128,7 +128,7 @@ def test_activity_page_pretty_prints_the_payload_escaped(client: Any) -> None:
 
 
 def test_payload_numbers_are_shown_exactly_as_received() -> None:
-    from app.dashboard import pretty_json
+    from app.web.dashboard import pretty_json
 
     raw = b'{"id":1,"activityTime":1764300000.123456789,"b":[],"a":{"x":[1,"\\u00e9",null]}}'
     assert pretty_json(raw) == (

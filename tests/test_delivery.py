@@ -19,10 +19,10 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from app.cli import main as cli
-from app.delivery import Worker, retry_delay
-from app.routing import service
-from app.storage import delivery as store
+from app.cli.main import main as cli
+from app.notifications import reads as service
+from app.notifications.outbox import Worker, retry_delay
+from app.storage import notifications as store
 from tests.support import (
     API_HEADERS,
     FAST_DELIVERY,

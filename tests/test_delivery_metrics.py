@@ -9,8 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.routing import service
-from app.storage.delivery import DeliveryFilter
+from app.notifications import reads as service
+from app.storage.notifications import DeliveryFilter
 from app.storage.tables import deliveries
 from tests.support import (
     API_HEADERS,

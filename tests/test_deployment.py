@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from app.db import Database
+from app.storage.db import Database
 from tests.support import (
     API_HEADERS,
     API_TOKEN,

@@ -23,16 +23,16 @@ from typing import Any
 
 import pytest
 
-from app.routing.config import Destination, Secret, parse_routes
-from app.routing.destinations import (
+from app.notifications.destinations import (
     Envelope,
     parse_retry_after,
     send,
     slack_payload,
     teams_payload,
 )
-from app.routing.matching import describe, template_context
-from app.routing.templates import Message, render
+from app.notifications.matching import describe, template_context
+from app.notifications.routes import Destination, Secret, parse_routes
+from app.notifications.templates import Message, render
 from tests.support import DestinationServer, condition_activity, free_port
 
 SIGNING_SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()

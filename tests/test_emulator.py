@@ -15,8 +15,8 @@ import httpx
 import jsonschema
 import pytest
 
-from app.emulator import Emulator
-from app.ninjaone import Credentials, NinjaOneClient
+from app.ninjaone.client import Credentials, NinjaOneClient
+from app.ninjaone.emulator import Emulator
 from tests.support import ROOT, DestinationServer, free_port
 
 REFERENCE = json.loads((ROOT.parent / "shared/reference/ninjaone-api-v2-subset.json").read_text())[

@@ -10,9 +10,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from app import entities
-from app.emulator import Emulator
-from app.ingest import ingest_activity
+from app.entities import service as entities
+from app.ingest.service import ingest_activity
+from app.ninjaone.emulator import Emulator
 from app.state import StoredActivity
 from tests.support import (
     API_HEADERS,
@@ -268,7 +268,7 @@ def test_identical_data_no_newer_than_what_was_committed_is_not_written_again(
 def test_a_rolled_back_write_is_written_again(client: Any, state: Any) -> None:
     payload = condition_activity(80, activity_time=2000.0)
     stored = StoredActivity(id=80, source="webhook", received_at=2000.0, row={})
-    (hook,) = [h for h in state.new_activity_hooks if h.__module__ == "app.entities"]
+    (hook,) = [h for h in state.new_activity_hooks if h.__module__ == "app.entities.service"]
     with pytest.raises(RuntimeError), state.db.begin() as conn:
         hook(conn, payload, stored)
         raise RuntimeError("the delivery's transaction fails after the hook")

@@ -31,8 +31,8 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from app.group_commit import GroupCommitter, committer_for, stop_committer
-from app.ingest import IngestResult
+from app.ingest.group_commit import GroupCommitter, committer_for, stop_committer
+from app.ingest.service import IngestResult
 from app.state import AppState, StoredActivity
 from app.storage import activities as store
 from app.storage.tables import activities
@@ -247,7 +247,7 @@ def failed_batches(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [
         r.getMessage()
         for r in caplog.records
-        if r.name == "app.group_commit" and "failed" in r.getMessage()
+        if r.name == "app.ingest.group_commit" and "failed" in r.getMessage()
     ]
 
 
@@ -352,7 +352,7 @@ def test_a_failing_delivery_fails_alone_and_the_rest_of_its_batch_is_stored(
 ) -> None:
     state.new_activity_hooks.append(fail_for(803))
     batch = [801, 802, 803, 804, 805]
-    with caplog.at_level(logging.WARNING, logger="app.group_commit"):
+    with caplog.at_level(logging.WARNING, logger="app.ingest.group_commit"):
         together = asyncio.run(
             submit_together(state, committer, [condition_activity(i) for i in batch])
         )
@@ -433,7 +433,7 @@ def test_a_hook_failure_through_http_is_a_problem_and_spares_its_neighbour(
 ) -> None:
     state.new_activity_hooks.append(fail_for(77))
     committer = committer_for(state)
-    with caplog.at_level(logging.WARNING, logger="app.group_commit"):
+    with caplog.at_level(logging.WARNING, logger="app.ingest.group_commit"):
         if committer._on_loop:
             # Loop mode: the writer lock is held elsewhere until both are queued.
             blocker_ids: list[int] = []

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.db import Database
+from app.storage.db import Database
 from tests.conftest import BACKENDS, create_pg_database, drop_pg_database
 from tests.reliability.harness import rss_kib, server_env, stored_counts
 from tests.support import (

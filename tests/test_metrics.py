@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import metrics
+from app.metrics import service as metrics
 from tests.support import (
     API_HEADERS,
     API_TOKEN,

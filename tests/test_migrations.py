@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from app.db import Database
+from app.storage.db import Database
 from app.storage.tables import metadata
 from tests.conftest import BACKENDS, create_pg_database, drop_pg_database
 
@@ -77,7 +77,7 @@ def test_downgrade_to_base_and_up_again(empty_database: str) -> None:
     from alembic import command
     from alembic.config import Config
 
-    from app.db import MIGRATIONS_DIR
+    from app.storage.db import MIGRATIONS_DIR
 
     db = Database(empty_database)
     try:

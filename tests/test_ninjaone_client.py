@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from app.config import load_config
-from app.emulator import Emulator, Fault
-from app.ninjaone import (
+from app.ninjaone.client import (
     REGIONS,
     Credentials,
     NinjaOneAuthError,
@@ -20,6 +19,7 @@ from app.ninjaone import (
     base_url,
     credentials,
 )
+from app.ninjaone.emulator import Emulator, Fault
 from tests.support import free_port
 
 

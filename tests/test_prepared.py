@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from app.db import Database, normalize_url
-from app.ingest import ingest_activity
+from app.ingest.service import ingest_activity
 from app.state import AppState
 from app.storage import activities as store
 from app.storage import alerts as alert_store
 from app.storage import prepared
+from app.storage.db import Database, normalize_url
 from app.storage.prepared import Prepared
 from app.storage.tables import activities, alert_activities, alerts
 from tests.conftest import PG_ADMIN_URL

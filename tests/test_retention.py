@@ -9,12 +9,12 @@ from typing import Any
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from app import retention
 from app.background import Scheduler
-from app.cli import main as cli
-from app.ingest import ingest_activity, keep_rejected
+from app.cli.main import main as cli
+from app.ingest.service import ingest_activity, keep_rejected
+from app.retention import service as retention
 from app.state import Rejection
-from app.storage import delivery as outbox
+from app.storage import notifications as outbox
 from app.storage.tables import (
     activities,
     alert_activities,

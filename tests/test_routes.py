@@ -10,9 +10,9 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from app.cli import main as cli
-from app.routing.config import RoutesError, load_routes, parse_routes
-from app.routing.matching import Subject, describe, matches
+from app.cli.main import main as cli
+from app.notifications.matching import Subject, describe, matches
+from app.notifications.routes import RoutesError, load_routes, parse_routes
 from tests.support import (
     INGEST_PATH,
     WEBHOOK_HEADERS,
@@ -255,7 +255,7 @@ def test_serve_stops_with_one_line_naming_the_file_and_line(tmp_path: Path) -> N
 def test_ingest_reads_the_entity_cache_only_for_routes_that_match_on_it(
     make_app: Callable[..., Any], tmp_path: Path, match: str, reads_cache: bool
 ) -> None:
-    from app.ingest import ingest_activity
+    from app.ingest.service import ingest_activity
     from tests.support import body, recorded_statements
 
     routes = tmp_path / "routes.yaml"

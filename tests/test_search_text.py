@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from app.db import Database
-from app.retention import prune_database
+from app.retention.service import prune_database
 from app.storage import activities as store
+from app.storage.db import Database
 from app.storage.tables import activities
 from tests.conftest import BACKENDS, create_pg_database, drop_pg_database
 from tests.support import API_HEADERS, condition_activity, deliver, minimal_activity

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from app.db import Database
 from app.storage import activities as store
+from app.storage.db import Database
 from tests.conftest import migrated_empty_database
 from tests.support import INGEST_PATH, WEBHOOK_HEADERS, body, condition_activity, minimal_activity
 

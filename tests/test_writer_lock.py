@@ -1,4 +1,4 @@
-"""The SQLite writer lock in app/db.py: held by every write transaction, across processes."""
+"""The SQLite writer lock in app/storage/db.py: held by every write transaction, across processes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app.db import Database, WriterLock
+from app.storage.db import Database, WriterLock
 
 _TRY_LOCK = """
 import fcntl, os, sys

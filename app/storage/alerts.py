@@ -20,7 +20,7 @@ from app.storage.tables import (
     organizations,
 )
 
-# The activity columns the alert fold reads, under the names app.alerts uses.
+# The activity columns the alert fold reads, under the names app.alerts.service uses.
 EVENT_COLUMNS: tuple[sa.ColumnElement[Any], ...] = (
     activities.c.id,
     activities.c.activity_time,

@@ -49,7 +49,7 @@ def _guarded_upsert(dialect: str, table_name: str, columns: tuple[str, ...]) -> 
     Building an ``INSERT … ON CONFLICT`` construct (its ``excluded`` collection, its
     cache key) costs far more than executing it, so ingest reuses one construct per
     (dialect, table, columns) and passes the values as parameters. The key space is
-    small: the column sets that :mod:`app.entities` produces.
+    small: the column sets that :mod:`app.entities.service` produces.
     """
     table = TABLES[table_name]
     stmt = insert_for(dialect, table)

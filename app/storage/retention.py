@@ -17,7 +17,7 @@ from app.storage.tables import (
     rejected_deliveries,
 )
 
-# Outbox statuses (app.storage.delivery): only finished deliveries are ever pruned.
+# Outbox statuses (app.storage.notifications): only finished deliveries are ever pruned.
 _UNFINISHED = ("pending", "delivering")
 _DELIVERED, _DEAD = "delivered", "dead"
 

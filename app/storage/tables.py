@@ -1,4 +1,4 @@
-"""Table definitions. Alembic migrations in app/migrations/versions create exactly these
+"""Table definitions. Alembic migrations in app/storage/migrations/versions create exactly these
 (a test compares the two)."""
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ ninjaone_checkpoints = sa.Table(
 # Defined by migration 0003.
 
 # One row per alert. Its columns are a pure function of the linked activities (folded
-# in activityTime order, see app.alerts), so `alerts rebuild` reproduces them exactly.
+# in activityTime order, see app.alerts.service), so `alerts rebuild` reproduces them exactly.
 alerts = sa.Table(
     "alerts",
     metadata,
@@ -171,7 +171,7 @@ alert_activities = sa.Table(
 )
 
 # Counters for /metrics that must add up across gunicorn workers and hosts: every
-# process adds its increments to these rows (see app.metrics).
+# process adds its increments to these rows (see app.metrics.service).
 metric_counters = sa.Table(
     "metric_counters",
     metadata,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import httpx
 
-from app.db import Database
 from app.storage import activities as store
+from app.storage.db import Database
 from tests.support import (
     API_TOKEN,
     INGEST_PATH,

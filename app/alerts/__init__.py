@@ -1,0 +1,1 @@
+"""Condition alerts: the lifecycle folded from CONDITION activities (triggered, reset) and their history."""

@@ -1,0 +1,237 @@
+"""Alerts: what is wrong right now, derived from CONDITION activities.
+
+An alert is keyed by :func:`alert_key`. Its state is a pure function of its stored
+activities folded in activityTime order (:func:`fold`): TRIGGERED opens it, RESET
+closes it, ACKNOWLEDGED marks it acknowledged. Ingest links each new CONDITION
+activity to its alert inside the same transaction and applies it to the stored
+alert as one more fold step when it is the alert's newest activity, or refolds the
+alert's whole history when it arrived out of order. So the order of arrival and
+redeliveries cannot change the result, and ``alerts rebuild`` (:func:`rebuild`)
+computes exactly the same rows from scratch.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from app.activities.reads import activity_record
+from app.background import PeriodicTask
+from app.state import AppState, StoredActivity
+from app.storage import alerts as store
+from app.web.context import page_of
+
+CONDITION_TYPES_PREFIX = "CONDITION"
+TRIGGERED = "TRIGGERED"
+ACKNOWLEDGED = "ACKNOWLEDGED"
+# statusCodes that end a condition (NinjaOne resets a condition itself, or a PSA
+# ticket callback resets it).
+RESET_CODES = frozenset({"RESET", "CUSTOM_HEALTH_STATUS_RESET", "RESET_BY_PSA_TICKET_CALLBACK"})
+
+
+def install(state: AppState) -> list[PeriodicTask]:
+    """Apply every new CONDITION activity to its alert inside the ingest transaction."""
+    state.new_activity_hooks.append(apply_new_activity)
+    return []
+
+
+def alert_key(payload: dict[str, object]) -> str | None:
+    """The key of the alert a CONDITION activity belongs to, or None for other activities.
+
+    The seriesUid (which equals NinjaOne's alert uid) when present, otherwise
+    ``<deviceId>:<sourceConfigUid>``.
+    """
+    activity_type = payload.get("activityType")
+    if not isinstance(activity_type, str) or not activity_type.startswith(CONDITION_TYPES_PREFIX):
+        return None
+    series = payload.get("seriesUid")
+    if isinstance(series, str) and series:
+        return series
+    device, source = payload.get("deviceId"), payload.get("sourceConfigUid")
+    if device is None or not source:
+        return None
+    return f"{device}:{source}"
+
+
+def key_of_event(event: Any) -> str | None:
+    """:func:`alert_key` of a stored activity (a row with the stored column names).
+
+    The stored ``device_id`` (deviceId, or the expanded device's id) stands in for
+    deviceId, so ingest and rebuild derive the same key from the same row.
+    """
+    return alert_key(
+        {
+            "activityType": event.activity_type,
+            "seriesUid": event.series_uid,
+            "deviceId": event.device_id,
+            "sourceConfigUid": event.source_config_uid,
+        }
+    )
+
+
+class _Event:
+    """Attribute access over a stored-columns dict (ingest's row) like over a Row."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.__dict__.update(values)
+
+
+def _order(event: Any) -> tuple[float, int]:
+    # activityTime decides; the id breaks ties (and orders events without a time by
+    # arrival, which is stored with the row and so the same in a rebuild).
+    time = event.activity_time if event.activity_time is not None else event.received_at
+    return (float(time), int(event.id))
+
+
+def _initial() -> dict[str, Any]:
+    """The alert columns before any activity (also what a freshly locked row holds)."""
+    return {
+        "state": "closed",
+        "acknowledged": False,
+        "opened_at": None,
+        "closed_at": None,
+        "device_id": None,
+        "organization_id": None,
+        "location_id": None,
+        "severity": None,
+        "priority": None,
+        "activity_type": None,
+        "source_name": None,
+        "message": None,
+        "last_activity_time": None,
+        "last_activity_id": None,
+    }
+
+
+def _apply(alert: dict[str, Any], event: Any) -> None:
+    """Apply one event to ``alert`` (in place): the single step of :func:`fold`."""
+    when = _order(event)[0]
+    status = event.status_code
+    if status == TRIGGERED:
+        if alert["state"] != "open":
+            alert.update(state="open", opened_at=when, closed_at=None, acknowledged=False)
+        alert.update(severity=event.severity, priority=event.priority, message=event.message)
+    elif status in RESET_CODES:
+        alert.update(state="closed", closed_at=when)
+    elif status == ACKNOWLEDGED:
+        alert["acknowledged"] = True
+    for column in ("device_id", "organization_id", "location_id", "activity_type"):
+        if getattr(event, column) is not None:
+            alert[column] = getattr(event, column)
+    if event.source_name is not None:
+        alert["source_name"] = event.source_name
+    if alert["message"] is None and event.message is not None:
+        alert["message"] = event.message
+    if alert["severity"] is None and event.severity is not None:
+        alert["severity"] = event.severity
+    alert.update(last_activity_time=when, last_activity_id=event.id)
+
+
+def fold(events: Iterable[Any]) -> dict[str, Any]:
+    """The alert columns that ``events`` (stored activities of one alert) add up to.
+
+    Events are applied in activityTime order whatever order they are given in.
+    Descriptive columns (device, organization, source) take the latest non-null
+    value; severity, priority and message describe the latest TRIGGERED event.
+    """
+    alert = _initial()
+    for event in sorted(events, key=_order):
+        _apply(alert, event)
+    return alert
+
+
+def apply_new_activity(conn: Connection, _payload: dict[str, Any], stored: StoredActivity) -> None:
+    """Ingest hook: link a new CONDITION activity to its alert and bring the alert up to date.
+
+    The alert row holds the fold of its activities so far, up to its last applied
+    one. An activity ordered after that one (the usual case) is applied to the row
+    directly: the fold of all activities equals one more step from there. An
+    activity that sorts before it (a late or backfilled delivery) refolds the
+    alert's whole history instead. Either way the result is what
+    :func:`rebuild` computes.
+    """
+    row = stored.row
+    activity_type = row.get("activity_type")
+    if not isinstance(activity_type, str) or not activity_type.startswith(CONDITION_TYPES_PREFIX):
+        return  # not an alert's activity: no statement at all
+    event = _Event(row)
+    key = key_of_event(event)
+    if key is None:
+        return
+    current = store.lock_alert(conn, key)
+    store.link_activity(conn, key, stored.id)
+    last_id = current["last_activity_id"]
+    if last_id is None or _order(event) > (float(current["last_activity_time"]), int(last_id)):
+        alert = {column: current[column] for column in _initial()}
+        _apply(alert, event)
+    else:
+        alert = fold(store.alert_events(conn, key))
+    store.write_alert(conn, key, alert)
+
+
+def rebuild(conn: Connection, progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+    """Recompute every alert from the stored activities, replacing what is stored.
+
+    :param progress: called with the number of activities read so far, per batch.
+    :returns: (alerts written, activities linked).
+    """
+    grouped: dict[str, list[Any]] = defaultdict(list)
+    read = 0
+    for batch in store.condition_events(conn):
+        for event in batch:
+            key = key_of_event(event)
+            if key is not None:
+                grouped[key].append(event)
+        read += len(batch)
+        if progress is not None:
+            progress(read)
+    rows = [{"key": key, **fold(events)} for key, events in grouped.items()]
+    links = [(key, event.id) for key, events in grouped.items() for event in events]
+    store.replace_all(conn, rows, links)
+    return len(rows), len(links)
+
+
+def alert_record(row: Any) -> dict[str, Any]:
+    """An Alert (webhook.yaml) from a row of :func:`app.storage.alerts.list_alerts`."""
+    return {
+        "key": row.key,
+        "state": row.state,
+        "acknowledged": bool(row.acknowledged),
+        "deviceId": row.device_id,
+        "deviceName": row.device_name,
+        "organizationId": row.organization_id,
+        "organizationName": row.organization_name,
+        "locationId": row.location_id,
+        "locationName": row.location_name,
+        "severity": row.severity,
+        "priority": row.priority,
+        "activityType": row.activity_type,
+        "sourceName": row.source_name,
+        "message": row.message,
+        "openedAt": row.opened_at,
+        "closedAt": row.closed_at,
+        "lastActivityTime": row.last_activity_time,
+        "lastActivityId": row.last_activity_id,
+    }
+
+
+def alert_page(
+    state: AppState, flt: store.AlertFilter, *, limit: int, before_id: int | None
+) -> dict[str, Any]:
+    """One page of alerts, most recently active first, with the next page's cursor."""
+    with state.db.connect() as conn:
+        rows = store.list_alerts(conn, flt, limit=limit + 1, before_id=before_id)
+    return page_of(rows, limit, alert_record, "lastActivityId")
+
+
+def alert_detail(state: AppState, key: str) -> dict[str, Any] | None:
+    """One alert with its activity history (oldest first), or None."""
+    with state.db.connect() as conn:
+        row = store.get_alert(conn, key)
+        if row is None or row.last_activity_id is None:
+            return None
+        history = store.alert_history(conn, key)
+    return {**alert_record(row), "history": [activity_record(r) for r in history]}

@@ -1,0 +1,1 @@
+"""The `ninjahook` command: a click group with one module per domain, registered in app/cli/main.py."""

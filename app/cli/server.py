@@ -1,0 +1,189 @@
+"""Core commands: migrate, serve, settings and rejected deliveries."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from app.cli.context import AppContext, fail, pass_ctx
+from app.config import SETTINGS, Config, ConfigError
+
+
+def register(group: click.Group) -> None:
+    """Add the core commands to ``group``."""
+    for command in (migrate, serve, settings_cmd, rejected):
+        group.add_command(command)
+
+
+@click.command()
+@pass_ctx
+def migrate(app_ctx: AppContext) -> None:
+    """Apply the database migrations (idempotent)."""
+    run_migrations(app_ctx)
+
+
+def run_migrations(app_ctx: AppContext) -> None:
+    """Migrate the configured database to the newest revision, or fail with one line."""
+    from app.storage.db import redact_url
+
+    db = app_ctx.database()
+    try:
+        db.migrate()
+        click.echo(f"database {redact_url(db.url)} is at revision {db.current_revision()}")
+    except Exception as exc:
+        fail(
+            f"cannot migrate {redact_url(db.url)}: {exc.__class__.__name__}: "
+            f"{str(exc).splitlines()[0][:200]}"
+        )
+    finally:
+        db.dispose()
+
+
+def ensure_tokens(config: Config) -> None:
+    """Generate the webhook and read tokens into the instance folder when none are
+    configured, and print each one once, when it is created."""
+    from app.web.auth import load_or_create_token
+
+    for kind, configured, env in (
+        ("webhook", config.webhook_tokens, "NINJAHOOK_WEBHOOK_TOKENS"),
+        ("api", config.api_tokens, "NINJAHOOK_API_TOKENS"),
+    ):
+        if configured:
+            continue
+        token, created = load_or_create_token(config.instance, kind)
+        path = config.instance / f"{kind}-token"
+        if created:
+            label = "a webhook" if kind == "webhook" else "an API (read)"
+            click.secho(
+                f"Generated {label} token (shown once; kept in {path}):", fg="yellow", err=True
+            )
+            click.echo(f"  {token}", err=True)
+            click.echo(f"  Set {env} to use your own.", err=True)
+        else:
+            click.echo(f"Using the {kind} token in {path}.", err=True)
+
+
+@click.command()
+@click.option(
+    "--host",
+    envvar="NINJAHOOK_HOST",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on.",
+)
+@click.option(
+    "--port",
+    envvar="NINJAHOOK_PORT",
+    default=8080,
+    show_default=True,
+    type=int,
+    help="Port to listen on.",
+)
+@click.option("--no-migrate", is_flag=True, help="Do not apply migrations before serving.")
+@pass_ctx
+def serve(app_ctx: AppContext, host: str, port: int, no_migrate: bool) -> None:
+    """Run the receiver in one process (development). Use `make serve` (gunicorn) in production.
+
+    Generates a webhook token and a read token into the instance folder when none
+    are configured, and prints them once.
+    """
+    import uvicorn
+
+    from app.logs import configure_logging
+    from app.web.factory import create_app, settle_heap
+
+    config = app_ctx.config
+    configure_logging(config.log_level)
+    ensure_tokens(config)
+    if not no_migrate:
+        run_migrations(app_ctx)
+    try:
+        app = create_app(app_ctx.overrides)
+    except ConfigError as exc:  # e.g. an invalid routes file: file, line and cause
+        fail(f"configuration: {exc}")
+    settle_heap()
+    click.echo(
+        f"ninjahook listening on http://{host}:{port} "
+        f"(deliveries: POST /webhooks/ninjarmm/activity)",
+        err=True,
+    )
+    uvicorn.run(
+        app, host=host, port=port, log_level=config.log_level.lower(), timeout_graceful_shutdown=30
+    )
+
+
+@click.command("settings")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def settings_cmd(as_json: bool) -> None:
+    """List every setting: environment variable, default and meaning."""
+    rows = [
+        {
+            "env": s.env,
+            "default": s.default if not isinstance(s.default, tuple) else ",".join(s.default),
+            "help": s.help,
+        }
+        for s in SETTINGS
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("variable", "default", "meaning")
+    for row in rows:
+        table.add_row(row["env"], str(row["default"]), row["help"])
+    Console().print(table)
+
+
+@click.group()
+def rejected() -> None:
+    """Deliveries that failed validation (kept with the reason)."""
+
+
+@rejected.command("list")
+@click.option(
+    "--limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 10000),
+    help="How many, newest first.",
+)
+@click.option("--show-body", is_flag=True, help="Print each body in full.")
+@pass_ctx
+def rejected_list(app_ctx: AppContext, limit: int, show_body: bool) -> None:
+    """Show the newest rejected deliveries."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from app.storage.activities import list_rejected
+    from app.web.context import iso
+
+    rows = app_ctx.read(lambda conn: list_rejected(conn, limit=limit))
+    console = Console()
+    if not rows:
+        console.print("no rejected deliveries")
+        return
+    if show_body:
+        # Full records, one block each: a table would wrap bodies and reasons.
+        for r in rows:
+            click.echo(
+                f"#{r.id}  {iso(r.received_at)}  {r.body_bytes} bytes"
+                f"{' (truncated)' if r.truncated else ''}  {r.content_type or ''}"
+            )
+            click.echo(f"  reason: {r.reason}")
+            click.echo("  body:   " + bytes(r.body).decode("utf-8", "replace"))
+            click.echo()
+        return
+    table = Table("id", "received", "reason", "bytes", "body")
+    for r in rows:
+        text = bytes(r.body).decode("utf-8", "replace")
+        table.add_row(
+            str(r.id),
+            iso(r.received_at),
+            r.reason,
+            str(r.body_bytes),
+            text[:60] + ("…" if len(text) > 60 else ""),
+        )
+    console.print(table)

@@ -1,0 +1,1 @@
+"""The local cache of NinjaOne devices, organizations and locations."""

@@ -1,0 +1,314 @@
+"""Prometheus metrics that add up across gunicorn workers and hosts.
+
+Counters live in the database (table ``metric_counters``), not in process memory,
+so /metrics answers the same totals whichever worker serves it and whatever
+worker restarted. Each process collects increments in a :class:`CounterBuffer`
+and adds them to the table at most :data:`FLUSH_DELAY` seconds later (and
+before it answers a scrape), one small transaction for many deliveries.
+Gauges (open alerts by severity) and spec drift are read from their own tables
+at scrape time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.background import PeriodicTask
+from app.ninjaone.webhook_config import INGEST_PATH
+from app.notifications.reads import delivery_metrics
+from app.state import SCOPE_KEY, AppState, RequestState
+from app.storage import metrics as store
+from app.storage.db import Database
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+FLUSH_DELAY = 1.0
+
+RECEIVED = "activities_received"
+BACKFILL_RUNS = "backfill_runs"
+LATENCY = "ingest_latency_seconds"
+# Upper bounds of the latency histogram's buckets, in seconds.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+SEVERITIES = ("NONE", "MINOR", "MODERATE", "MAJOR", "CRITICAL")
+
+_EXTRA_KEY = "metrics.buffer"
+
+
+def _labels_key(labels: dict[str, str]) -> str:
+    return _labels_key_of(tuple(sorted(labels.items())))
+
+
+# Every delivery counts three label sets, nearly always ones seen before: remembering
+# their keys saves a sorted json.dumps each. Bounded, because activityType is an open
+# enum and so a label value a sender chooses.
+@functools.lru_cache(maxsize=1024)
+def _labels_key_of(items: tuple[tuple[str, str], ...]) -> str:
+    return json.dumps(dict(items), sort_keys=True, separators=(",", ":"))
+
+
+class CounterBuffer:
+    """Increments of this process not yet added to the database.
+
+    The first increment after a flush arms a timer, so a burst of deliveries costs
+    one write and an idle worker's counts still reach the database within
+    :data:`FLUSH_DELAY` seconds.
+    """
+
+    def __init__(self, db: Database, delay: float = FLUSH_DELAY) -> None:
+        self.db = db
+        self.delay = delay
+        self._pending: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def add(self, name: str, labels: dict[str, str], amount: float = 1.0) -> None:
+        """Count ``amount`` more of ``name`` with ``labels``."""
+        key = (name, _labels_key(labels))
+        with self._lock:
+            self._pending[key] = self._pending.get(key, 0.0) + amount
+            if self._timer is None:
+                self._timer = threading.Timer(self.delay, self.flush_quietly)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def flush(self) -> None:
+        """Add every pending increment to the database now (one transaction)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+        if not pending:
+            return
+        try:
+            with self.db.begin() as conn:
+                for (name, labels), amount in sorted(pending.items()):
+                    store.add_to_counter(conn, name, labels, amount)
+        except Exception:
+            # Keep the counts for the next attempt rather than losing them.
+            with self._lock:
+                for key, amount in pending.items():
+                    self._pending[key] = self._pending.get(key, 0.0) + amount
+            raise
+
+    def flush_quietly(self) -> None:
+        """:meth:`flush`, logging a failure instead of raising (timer and shutdown)."""
+        try:
+            self.flush()
+        except Exception as exc:
+            log.warning("metrics: could not store counters: %s", exc.__class__.__name__)
+
+
+def buffer_for(state: AppState) -> CounterBuffer:
+    """The :class:`CounterBuffer` of ``state`` (made on first use)."""
+    buffer: CounterBuffer | None = state.extras.get(_EXTRA_KEY)
+    if buffer is None:
+        buffer = state.extras[_EXTRA_KEY] = CounterBuffer(state.db)
+    return buffer
+
+
+def install(state: AppState) -> list[PeriodicTask]:
+    """Create this app's counter buffer; no periodic tasks."""
+    buffer_for(state)
+    return []
+
+
+def record_ingest(state: AppState, activity_type: str | None, outcome: str, seconds: float) -> None:
+    """Count one delivery (outcome: new, duplicate, rejected, unauthorized, error) and its
+    latency."""
+    buffer = buffer_for(state)
+    buffer.add(RECEIVED, {"activityType": activity_type or "", "outcome": outcome})
+    bucket = next((b for b in LATENCY_BUCKETS if seconds <= b), float("inf"))
+    buffer.add(LATENCY + "_bucket", {"le": repr(bucket)})
+    buffer.add(LATENCY + "_sum", {}, seconds)
+
+
+def record_backfill_run(outcome: str, state: AppState) -> None:
+    """Count one backfill run of ``state``'s app (outcome e.g. ``ok`` or ``failed``) and
+    store it at once."""
+    buffer = buffer_for(state)
+    buffer.add(BACKFILL_RUNS, {"outcome": outcome})
+    buffer.flush()
+
+
+class _DatabaseCollector(Collector):
+    """Builds every metric family from the database at scrape time."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        with self.state.db.connect() as conn:
+            counters = store.counters(conn)
+            drift = store.spec_drift_counts(conn)
+            open_alerts = store.open_alerts_by_severity(conn)
+
+        received = CounterMetricFamily(
+            "ninjahook_activities_received",
+            "Deliveries received, by activityType and outcome "
+            "(new, duplicate, rejected, unauthorized, error).",
+            labels=["activityType", "outcome"],
+        )
+        backfill = CounterMetricFamily(
+            "ninjahook_backfill_runs", "Backfill runs, by outcome.", labels=["outcome"]
+        )
+        buckets: dict[float, float] = dict.fromkeys([*LATENCY_BUCKETS, float("inf")], 0.0)
+        latency_sum = 0.0
+        for name, labels_json, value in counters:
+            labels = json.loads(labels_json)
+            if name == RECEIVED:
+                received.add_metric([labels["activityType"], labels["outcome"]], value)
+            elif name == BACKFILL_RUNS:
+                backfill.add_metric([labels["outcome"]], value)
+            elif name == LATENCY + "_bucket":
+                buckets[float(labels["le"])] = buckets.get(float(labels["le"]), 0.0) + value
+            elif name == LATENCY + "_sum":
+                latency_sum += value
+        yield received
+        yield backfill
+
+        cumulative: list[tuple[str, float]] = []
+        running = 0.0
+        for bound in sorted(buckets):
+            running += buckets[bound]
+            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        yield HistogramMetricFamily(
+            "ninjahook_ingest_latency_seconds",
+            "Time from a delivery's arrival to its answer.",
+            buckets=cumulative,
+            sum_value=latency_sum,
+        )
+
+        drift_family = CounterMetricFamily(
+            "ninjahook_spec_drift",
+            "Deliveries carrying a value webhook.yaml does not list, by field and value.",
+            labels=["field", "value"],
+        )
+        for drift_field, drift_value, sightings in drift:
+            drift_family.add_metric([drift_field, drift_value], sightings)
+        yield drift_family
+
+        gauge = GaugeMetricFamily(
+            "ninjahook_open_alerts", "Alerts open now, by severity.", labels=["severity"]
+        )
+        for severity in SEVERITIES:
+            gauge.add_metric([severity], open_alerts.pop(severity, 0))
+        for other, count in sorted(open_alerts.items(), key=lambda i: str(i[0])):
+            gauge.add_metric([other or ""], count)
+        yield gauge
+        yield from _delivery_families(self.state)
+
+
+def _delivery_families(state: AppState) -> Iterator[Metric]:
+    """The outbox's state (app.notifications)."""
+    found = delivery_metrics(state)
+    by_status = GaugeMetricFamily(
+        "ninjahook_deliveries",
+        "Routed deliveries in the outbox, by destination, kind and status.",
+        labels=["destination", "kind", "status"],
+    )
+    for row in found.counts:
+        by_status.add_metric([row.destination, row.kind, row.status], row.count)
+    yield by_status
+    yield GaugeMetricFamily(
+        "ninjahook_delivery_queue_depth",
+        "Deliveries pending or in flight.",
+        value=found.queue_depth,
+    )
+    yield GaugeMetricFamily(
+        "ninjahook_delivery_oldest_pending_age_seconds",
+        "Seconds since the oldest pending delivery was enqueued (0 when none).",
+        value=found.oldest_pending_age,
+    )
+
+
+def exposition(state: AppState) -> bytes:
+    """The Prometheus text format for every metric, this process's increments included."""
+    try:
+        buffer_for(state).flush()
+    except sa.exc.SQLAlchemyError as exc:
+        log.warning("metrics: could not store counters: %s", exc.__class__.__name__)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_DatabaseCollector(state))
+    return generate_latest(registry)
+
+
+def _outcome(status: int, duplicate: bool | None) -> str:
+    if status == 200:
+        return "duplicate" if duplicate else "new"
+    if status in (401, 403):
+        return "unauthorized"
+    if 400 <= status < 500:
+        return "rejected"
+    return "error"
+
+
+class IngestMetricsMiddleware:
+    """Counts every delivery by outcome and times it, including answers no handler makes
+    (401 from the security layer, 400/413/415 from validation)."""
+
+    def __init__(self, app: ASGIApp, state: AppState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._flushing_on_shutdown(receive), send)
+            return
+        if scope["type"] != "http" or scope["path"] != INGEST_PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def watched_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        finally:
+            request: RequestState | None = scope.get(SCOPE_KEY)
+            payload: dict[str, Any] = (request.payload if request else None) or {}
+            activity_type = payload.get("activityType")
+            record_ingest(
+                self.state,
+                activity_type if isinstance(activity_type, str) else None,
+                _outcome(status, request.duplicate if request else None),
+                time.perf_counter() - started,
+            )
+
+    def _flushing_on_shutdown(self, receive: Receive) -> Receive:
+        """``receive`` that stores this process's pending counts when shutdown begins,
+        before the app closes its database (a graceful restart loses nothing)."""
+
+        async def wrapped() -> Message:
+            message: Message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await asyncio.to_thread(buffer_for(self.state).flush_quietly)
+            return message
+
+        return wrapped

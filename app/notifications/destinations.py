@@ -1,0 +1,297 @@
+"""Sending one rendered message to one destination, and shaping it for each kind.
+
+Every attempt carries the delivery's id (``webhook-id`` and ``Idempotency-Key``
+headers, or the e-mail Message-ID) so a destination can drop a repeat. Generic
+webhooks with a secret are signed the Standard Webhooks way:
+``webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>``,
+where the key is the base64 part of a ``whsec_…`` secret, or the secret's UTF-8
+bytes otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import hmac
+import json
+import smtplib
+import ssl
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Any
+
+import httpx
+
+from app.notifications.routes import Destination
+from app.notifications.templates import Message
+
+USER_AGENT = "ninjahook"
+# Answers worth another attempt; any other 4xx means the request itself is wrong.
+RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
+MAX_RETRY_AFTER = 86400.0
+MESSAGE_ID_DOMAIN = "ninjahook"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt went."""
+
+    ok: bool
+    permanent: bool = False
+    status_code: int | None = None
+    retry_after: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The delivery an attempt belongs to."""
+
+    delivery_id: str
+    refers_to: str | None = None
+
+
+def slack_payload(message: Message) -> dict[str, Any]:
+    """A Slack incoming-webhook body: ``text`` (the notification fallback) and ``blocks``."""
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": message.title[:150] or "ninjahook"},
+        },
+        {"type": "section", "text": {"type": "mrkdwn", "text": message.text[:3000] or " "}},
+    ]
+    if message.facts:
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [
+                    {"type": "mrkdwn", "text": f"*{name}:* {value}"[:3000]}
+                    for name, value in message.facts[:10]
+                ],
+            }
+        )
+    return {"text": f"{message.title}\n{message.text}".strip(), "blocks": blocks}
+
+
+def teams_payload(message: Message) -> dict[str, Any]:
+    """A Microsoft Teams incoming-webhook (or Workflows) body: one Adaptive Card attachment."""
+    body: list[dict[str, Any]] = [
+        {
+            "type": "TextBlock",
+            "text": message.title,
+            "weight": "Bolder",
+            "size": "Medium",
+            "wrap": True,
+            "style": "heading",
+        },
+        {"type": "TextBlock", "text": message.text, "wrap": True},
+    ]
+    if message.facts:
+        body.append(
+            {
+                "type": "FactSet",
+                "facts": [{"title": name, "value": value} for name, value in message.facts],
+            }
+        )
+    return {
+        "type": "message",
+        "attachments": [
+            {
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": None,
+                "content": {
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "type": "AdaptiveCard",
+                    "version": "1.4",
+                    "body": body,
+                },
+            }
+        ],
+    }
+
+
+def webhook_payload(message: Message, envelope: Envelope, route: str) -> dict[str, Any]:
+    """The generic webhook's JSON body: the rendered text plus everything it was made from."""
+    ctx = message.context
+    return {
+        "id": envelope.delivery_id,
+        "event": message.event,
+        "route": route,
+        "refersTo": envelope.refers_to,
+        "title": message.title,
+        "text": message.text,
+        "alert": ctx.get("alert"),
+        "device": ctx.get("device"),
+        "organization": ctx.get("organization"),
+        "location": ctx.get("location"),
+        "activity": ctx.get("activity"),
+    }
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The Standard Webhooks ``webhook-signature`` value for one request."""
+    key = (
+        base64.b64decode(secret.removeprefix("whsec_"))
+        if secret.startswith("whsec_")
+        else secret.encode()
+    )
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - now
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _redact(text: str, destination: Destination) -> str:
+    """``text`` with the destination's URL and secrets removed (they may be credentials)."""
+    for secret in (
+        destination.target_url(),
+        destination.signing_secret.value if destination.signing_secret else None,
+        destination.smtp_password.value if destination.smtp_password else None,
+    ):
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    return text[:500]
+
+
+def send(
+    destination: Destination,
+    message: Message,
+    envelope: Envelope,
+    *,
+    route: str,
+    timeout: float,
+    client: httpx.Client | None = None,
+) -> Outcome:
+    """Make one attempt; never raises for a failed delivery (the outcome says why)."""
+    try:
+        if destination.kind == "email":
+            return _send_email(destination, message, envelope, timeout)
+        if destination.kind == "apprise":
+            return _send_apprise(destination, message)
+        if destination.kind == "slack":
+            payload = slack_payload(message)
+        elif destination.kind == "teams":
+            payload = teams_payload(message)
+        else:
+            payload = webhook_payload(message, envelope, route)
+        return _post(destination, payload, envelope, timeout, client)
+    except Exception as exc:
+        return Outcome(ok=False, error=_redact(f"{exc.__class__.__name__}: {exc}", destination))
+
+
+def _post(
+    destination: Destination,
+    payload: dict[str, Any],
+    envelope: Envelope,
+    timeout: float,
+    client: httpx.Client | None,
+) -> Outcome:
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    headers = {
+        **destination.headers,
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "Idempotency-Key": envelope.delivery_id,
+        "webhook-id": envelope.delivery_id,
+    }
+    if destination.signing_secret is not None:
+        timestamp = int(time.time())
+        headers["webhook-timestamp"] = str(timestamp)
+        headers["webhook-signature"] = sign(
+            destination.signing_secret.value, envelope.delivery_id, timestamp, body
+        )
+    url = destination.target_url()
+    assert url is not None  # validated when the routes file was loaded
+    owned = client is None
+    http = client or httpx.Client(follow_redirects=False)
+    try:
+        response = http.post(
+            url, content=body, headers=headers, timeout=destination.timeout or timeout
+        )
+    except httpx.HTTPError as exc:
+        return Outcome(ok=False, error=_redact(f"{exc.__class__.__name__}: {exc}", destination))
+    finally:
+        if owned:
+            http.close()
+    code = response.status_code
+    if 200 <= code < 300:
+        return Outcome(ok=True, status_code=code)
+    retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+    snippet = response.text[:200].strip()
+    error = _redact(f"HTTP {code}" + (f": {snippet}" if snippet else ""), destination)
+    permanent = 300 <= code < 500 and code not in RETRYABLE_STATUS
+    return Outcome(
+        ok=False, permanent=permanent, status_code=code, retry_after=retry_after, error=error
+    )
+
+
+def _message_id(delivery_id: str) -> str:
+    return f"<{delivery_id}@{MESSAGE_ID_DOMAIN}>"
+
+
+def _send_email(
+    destination: Destination, message: Message, envelope: Envelope, timeout: float
+) -> Outcome:
+    mail = EmailMessage()
+    mail["Subject"] = message.title
+    mail["From"] = destination.mail_from
+    mail["To"] = ", ".join(destination.mail_to)
+    mail["Date"] = email.utils.format_datetime(datetime.now(UTC))
+    # The delivery id as Message-ID lets a mail system drop a repeated attempt, and a
+    # "resolved" follow-up threads under the original notification.
+    mail["Message-ID"] = _message_id(envelope.delivery_id)
+    if envelope.refers_to:
+        mail["In-Reply-To"] = _message_id(envelope.refers_to)
+        mail["References"] = _message_id(envelope.refers_to)
+    lines = [message.text, ""] + [f"{name}: {value}" for name, value in message.facts]
+    mail.set_content("\n".join(lines))
+    host = destination.smtp_host or "localhost"
+    limit = destination.timeout or timeout
+    smtp: smtplib.SMTP
+    if destination.smtp_tls == "ssl":
+        smtp = smtplib.SMTP_SSL(
+            host, destination.smtp_port, timeout=limit, context=ssl.create_default_context()
+        )
+    else:
+        smtp = smtplib.SMTP(host, destination.smtp_port, timeout=limit)
+    with smtp:
+        if destination.smtp_tls == "starttls":
+            smtp.starttls(context=ssl.create_default_context())
+        if destination.smtp_username and destination.smtp_password:
+            smtp.login(destination.smtp_username, destination.smtp_password.value)
+        refused = smtp.send_message(mail)
+    if refused:
+        return Outcome(ok=False, permanent=True, error=f"recipients refused: {sorted(refused)}")
+    return Outcome(ok=True)
+
+
+def _send_apprise(destination: Destination, message: Message) -> Outcome:
+    import apprise
+
+    notifier = apprise.Apprise()
+    url = destination.target_url()
+    if not url or not notifier.add(url):
+        return Outcome(ok=False, permanent=True, error="apprise does not recognise the URL")
+    if notifier.notify(body=message.text or message.title, title=message.title):
+        return Outcome(ok=True)
+    return Outcome(ok=False, error="apprise reported a failed notification")

@@ -1,0 +1,1 @@
+"""Pruning what is older than the retention window."""

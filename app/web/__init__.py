@@ -1,0 +1,1 @@
+"""Everything that speaks HTTP: the Connexion app and its middleware, request validation, problems, authentication, and the dashboard. The only code besides handlers/ that imports flask, connexion or starlette."""

@@ -1,0 +1,277 @@
+"""The server-rendered dashboard: Jinja2 templates and a stylesheet, no build step.
+
+Pages are rendered from the same read functions the JSON API uses. The live part
+(open alerts, recent activity, drift, rejected and dead-letter counts) is one
+fragment, ``live.html``, that the page's small script re-fetches every few seconds.
+
+The one form that changes state, "retry" on the dead-letters page, carries a token
+derived from the session cookie (:func:`form_token`) and is refused from another
+origin (:func:`form_allowed`), on top of the cookie's SameSite=Strict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from app.activities import reads
+from app.alerts import service as alerts
+from app.notifications import reads as delivery_service
+from app.state import AppState
+from app.storage import activities as activity_store
+from app.storage import entities as entity_store
+from app.storage.alerts import AlertFilter
+from app.storage.notifications import DeliveryFilter
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+STATIC_TYPES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
+POLL_SECONDS = 3
+RECENT_ACTIVITIES = 30
+OPEN_ALERTS_SHOWN = 200
+REJECTED_SHOWN = 5
+DEAD_LETTERS_SHOWN = 50
+_FORM_CONTEXT = b"ninjahook-dashboard-form-v1"
+# The filter offers a list of organizations up to this many (a number field beyond).
+ORGANIZATIONS_LISTED = 500
+SEVERITY_ORDER = {"CRITICAL": 0, "MAJOR": 1, "MODERATE": 2, "MINOR": 3, "NONE": 4}
+
+_env = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def age(since: float | None, now: float | None = None) -> str:
+    """A short human age: ``45s``, ``12m``, ``3h 5m``, ``2d 4h``."""
+    if since is None:
+        return ""
+    seconds = max(0, int((time.time() if now is None else now) - since))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h {seconds % 3600 // 60}m"
+    return f"{seconds // 86400}d {seconds % 86400 // 3600}h"
+
+
+def when(ts: float | None) -> str:
+    """Epoch seconds as ``2026-01-31 12:00:00 UTC``."""
+    if ts is None:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
+
+
+_env.filters["age"] = age
+_env.filters["when"] = when
+_env.filters["severity_class"] = lambda s: f"sev-{(s or 'none').lower()}"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the dashboard's filter form selects."""
+
+    organization_id: int | None = None
+    severity: str | None = None
+    text: str | None = None
+
+    def query(self) -> str:
+        """The filters as a query string (without ``?``), for the live fragment's URL."""
+        from urllib.parse import urlencode
+
+        pairs = {"organizationId": self.organization_id, "severity": self.severity, "q": self.text}
+        return urlencode({k: v for k, v in pairs.items() if v not in (None, "")})
+
+
+def _live_context(state: AppState, filters: Filters) -> dict[str, Any]:
+    open_alerts = alerts.alert_page(
+        state,
+        AlertFilter(
+            state="open", organization_id=filters.organization_id, severity=filters.severity
+        ),
+        limit=OPEN_ALERTS_SHOWN,
+        before_id=None,
+    )["items"]
+    groups: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+    ordered = sorted(
+        open_alerts,
+        key=lambda a: (
+            (a["organizationName"] or "").lower(),
+            a["organizationId"] or 0,
+            SEVERITY_ORDER.get(a["severity"] or "", 9),
+            a["openedAt"] or 0,
+        ),
+    )
+    for alert in ordered:
+        name = alert["organizationName"] or (
+            f"Organization {alert['organizationId']}"
+            if alert["organizationId"] is not None
+            else "No organization"
+        )
+        groups.setdefault(name, []).append(alert)
+    activity_filter = activity_store.ActivityFilter(
+        organization_id=filters.organization_id, severity=filters.severity, text=filters.text
+    )
+    recent = reads.activity_page(state, activity_filter, limit=RECENT_ACTIVITIES, before_id=None)
+    drift = reads.spec_drift(state)
+    with state.db.connect() as conn:
+        rejected_count = activity_store.count_rejected(conn)
+    return {
+        "groups": groups,
+        "open_count": len(open_alerts),
+        "recent": recent["items"],
+        "drift": drift,
+        "drift_count": sum(d["count"] for d in drift),
+        "rejected": reads.rejected_page(state, limit=REJECTED_SHOWN, before_id=None)["items"],
+        "rejected_count": rejected_count,
+        "dead_count": delivery_service.dead_letter_count(state),
+        "now": time.time(),
+    }
+
+
+def pretty_json(raw: bytes) -> str:
+    """``raw`` JSON indented by two spaces, keys in the order received and every number
+    exactly as sent (activityTime carries up to nine decimals, more than a float keeps)."""
+    return _pretty(json.loads(raw, parse_float=Decimal), 0)
+
+
+def _pretty(value: Any, level: int) -> str:
+    inner, outer = "  " * (level + 1), "  " * level
+    if isinstance(value, dict) and value:
+        items = [
+            f"{inner}{json.dumps(k, ensure_ascii=False)}: {_pretty(v, level + 1)}"
+            for k, v in value.items()
+        ]
+        return "{\n" + ",\n".join(items) + "\n" + outer + "}"
+    if isinstance(value, list) and value:
+        items = [inner + _pretty(v, level + 1) for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + outer + "]"
+    if isinstance(value, Decimal):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def render_login(error: str | None = None) -> str:
+    """The login form."""
+    return _env.get_template("login.html").render(error=error)
+
+
+def render_index(state: AppState, filters: Filters) -> str:
+    """The whole dashboard page with its live part rendered in place."""
+    with state.db.connect() as conn:
+        cached = entity_store.list_organizations(conn, limit=ORGANIZATIONS_LISTED)
+    organizations = sorted(((o.id, o.name or f"#{o.id}") for o in cached), key=lambda o: o[1])
+    return _env.get_template("index.html").render(
+        filters=filters,
+        organizations=organizations,
+        live_query=filters.query(),
+        poll_seconds=POLL_SECONDS,
+        **_live_context(state, filters),
+    )
+
+
+def render_live(state: AppState, filters: Filters) -> str:
+    """The live fragment the page polls."""
+    return _env.get_template("live.html").render(**_live_context(state, filters))
+
+
+def render_activity(state: AppState, activity_id: int) -> str | None:
+    """One activity's page with its payload pretty-printed, or None when not stored."""
+    record = reads.activity_detail(state, activity_id)
+    raw = reads.activity_raw(state, activity_id)
+    if record is None or raw is None:
+        return None
+    record.pop("payload")
+    payload = pretty_json(raw)
+    routed = delivery_service.activity_deliveries(state, activity_id) or []
+    return _env.get_template("activity.html").render(
+        activity=record, payload=payload, deliveries=routed
+    )
+
+
+def form_token(session: str) -> str:
+    """The token the dashboard's state-changing forms carry: derived from the session
+    cookie, which a page on another site can neither read nor compute from."""
+    return hmac.new(session.encode(), _FORM_CONTEXT, hashlib.sha256).hexdigest()
+
+
+def form_allowed(
+    session: str, token: str, *, fetch_site: str | None, origin: str | None, host: str | None
+) -> bool:
+    """Whether a form post comes from this dashboard: ``token`` is the session's
+    :func:`form_token`, and the browser says the post comes from this origin.
+
+    Browsers send ``Sec-Fetch-Site`` (``fetch_site``), which must be ``same-origin``.
+    Without it, an ``Origin`` header must name this server's ``host`` (the Host header;
+    the scheme is not compared, so a TLS-terminating proxy in front does not matter).
+    Our pages send no referrer, so a browser may send ``Origin: null``; then, as with
+    no header at all, the token alone decides.
+    """
+    if fetch_site is not None:
+        same_origin = fetch_site == "same-origin"
+    elif origin is not None and origin != "null":
+        same_origin = bool(host) and urlsplit(origin).netloc.lower() == (host or "").lower()
+    else:
+        same_origin = True  # nothing to go by: the token decides
+    token_ok = hmac.compare_digest(token.encode(), form_token(session).encode())
+    return same_origin and token_ok
+
+
+def render_dead_letters(
+    state: AppState, *, session: str, before: int | None = None, retried: int | None = None
+) -> str:
+    """The dead letters, newest first, :data:`DEAD_LETTERS_SHOWN` a page."""
+    page = delivery_service.dead_letters(state, limit=DEAD_LETTERS_SHOWN, before_seq=before)
+    items = page["items"]
+    older = items[-1]["seq"] if page["nextCursor"] else None
+    return _env.get_template("dead_letters.html").render(
+        items=items,
+        total=delivery_service.dead_letter_count(state),
+        older=older,
+        first_page=before is None,
+        retried=retried,
+        form_token=form_token(session),
+    )
+
+
+def retry_dead_letter(state: AppState, delivery_uid: str) -> int:
+    """Queue one dead letter again, as ``ninjahook deliveries retry`` does; returns 1,
+    or 0 when no dead letter has that id."""
+    return delivery_service.retry_dead_letters(state.db, DeliveryFilter(uid=delivery_uid))
+
+
+def render_alert(state: AppState, key: str) -> str | None:
+    """One alert's page with its history, or None when there is no such alert."""
+    detail = alerts.alert_detail(state, key)
+    if detail is None:
+        return None
+    history = detail.pop("history")
+    return _env.get_template("alert.html").render(alert=detail, history=history, now=time.time())
+
+
+def render_not_found(what: str) -> str:
+    """A 404 page."""
+    return _env.get_template("not_found.html").render(what=what)
+
+
+def render_forbidden() -> str:
+    """A 403 page for a form posted from elsewhere or with a stale token."""
+    return _env.get_template("forbidden.html").render()
+
+
+def static_file(name: str) -> tuple[bytes, str]:
+    """A file from static/ and its content type (names are limited by webhook.yaml)."""
+    return (STATIC / name).read_bytes(), STATIC_TYPES[name]
