@@ -9,6 +9,7 @@ rendered from :data:`SETTINGS`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -87,7 +88,7 @@ def _parse_worker_mode(value: str) -> str:
 
 @dataclass(frozen=True)
 class Setting:
-    """One row of the settings table."""
+    """One row of the settings table, as ``ninjahook settings`` and the README show it."""
 
     name: str
     default: Any
@@ -97,213 +98,222 @@ class Setting:
     secret: bool = False
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "instance_path",
+def setting(
+    default: Any,
+    env: str,
+    help: str,
+    *,
+    parse: Callable[[str], Any] = _parse_str,
+    secret: bool = False,
+) -> Any:
+    """A :class:`Config` field with its environment variable, help text and parser."""
+    return field(
+        default=default, metadata={"env": env, "help": help, "parse": parse, "secret": secret}
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """Validated settings, one typed field per setting: the settings table itself.
+
+    Build it with :func:`load_config`. Each field's metadata names its environment
+    variable, help text and parser; :data:`SETTINGS` is read off these fields.
+    """
+
+    instance_path: str = setting(
         "instance",
         "NINJAHOOK_INSTANCE_PATH",
         "Folder for the SQLite database, the generated webhook token and other local state.",
-    ),
-    Setting(
-        "database_url",
+    )
+    database_url: str = setting(
         "",
         "NINJAHOOK_DATABASE_URL",
         "SQLAlchemy URL. Empty: SQLite file ninjahook.sqlite3 in the instance folder. "
         "postgresql://… or postgresql+psycopg://… for PostgreSQL (psycopg 3).",
         secret=True,
-    ),
-    Setting(
-        "webhook_tokens",
+    )
+    webhook_tokens: tuple[str, ...] = setting(
         (),
         "NINJAHOOK_WEBHOOK_TOKENS",
         "Comma-separated tokens that may deliver activities (two during a rotation). "
         "Empty: `ninjahook serve` generates one into the instance folder.",
-        _parse_tokens,
+        parse=_parse_tokens,
         secret=True,
-    ),
-    Setting(
-        "api_tokens",
+    )
+    api_tokens: tuple[str, ...] = setting(
         (),
         "NINJAHOOK_API_TOKENS",
         "Comma-separated tokens for the read API, the dashboard and /metrics. "
         "Separate from the webhook tokens.",
-        _parse_tokens,
+        parse=_parse_tokens,
         secret=True,
-    ),
-    Setting(
-        "max_body_bytes",
+    )
+    max_body_bytes: int = setting(
         1048576,
         "NINJAHOOK_MAX_BODY_BYTES",
         "Largest accepted delivery body in bytes; larger bodies get 413.",
-        _parse_int,
-    ),
-    Setting(
-        "body_timeout",
+        parse=_parse_int,
+    )
+    body_timeout: float = setting(
         30.0,
         "NINJAHOOK_BODY_TIMEOUT",
         "Seconds a client may take to send a whole request body; a slower (slow-drip) "
         "body gets 408. 0 disables.",
-        _parse_seconds,
-    ),
-    Setting(
-        "sqlite_synchronous",
+        parse=_parse_seconds,
+    )
+    sqlite_synchronous: str = setting(
         "NORMAL",
         "NINJAHOOK_SQLITE_SYNCHRONOUS",
         "SQLite durability: NORMAL (WAL; survives a killed process) or FULL "
         "(also survives power loss, slower).",
-        _parse_sync,
-    ),
-    Setting(
-        "sqlite_writer_lock",
+        parse=_parse_sync,
+    )
+    sqlite_writer_lock: bool = setting(
         True,
         "NINJAHOOK_SQLITE_WRITER_LOCK",
         "SQLite: queue write transactions of all workers on a file lock beside the "
         "database instead of SQLite's sleeping busy handler (faster with several workers).",
-        _parse_bool,
-    ),
-    Setting(
-        "ingest_max_batch",
+        parse=_parse_bool,
+    )
+    ingest_max_batch: int = setting(
         128,
         "NINJAHOOK_INGEST_MAX_BATCH",
         "Most deliveries that share one write transaction (group commit: deliveries that "
         "arrive together are committed together, each answered after that commit). "
         "1 gives every delivery its own transaction.",
-        _parse_positive_int,
-    ),
-    Setting("log_level", "INFO", "NINJAHOOK_LOG_LEVEL", "Log level (DEBUG, INFO, WARNING…)."),
-    Setting("host", "127.0.0.1", "NINJAHOOK_HOST", "Address `ninjahook serve` listens on."),
-    Setting("port", 8080, "NINJAHOOK_PORT", "Port `ninjahook serve` listens on.", _parse_int),
-    Setting(
-        "retention_days",
+        parse=_parse_positive_int,
+    )
+    log_level: str = setting(
+        "INFO",
+        "NINJAHOOK_LOG_LEVEL",
+        "Log level (DEBUG, INFO, WARNING…).",
+    )
+    host: str = setting(
+        "127.0.0.1",
+        "NINJAHOOK_HOST",
+        "Address `ninjahook serve` listens on.",
+    )
+    port: int = setting(
+        8080,
+        "NINJAHOOK_PORT",
+        "Port `ninjahook serve` listens on.",
+        parse=_parse_int,
+    )
+    retention_days: int = setting(
         90,
         "NINJAHOOK_RETENTION_DAYS",
         "Activities older than this are pruned (open alerts' history is kept).",
-        _parse_int,
-    ),
-    Setting(
-        "backfill_interval",
+        parse=_parse_int,
+    )
+    backfill_interval: int = setting(
         0,
         "NINJAHOOK_BACKFILL_INTERVAL",
         "Run `backfill` from the server this often (e.g. 15m); 0 or off disables.",
-        _parse_duration,
-    ),
-    Setting(
-        "metrics_public",
+        parse=_parse_duration,
+    )
+    metrics_public: bool = setting(
         False,
         "NINJAHOOK_METRICS_PUBLIC",
         "Serve /metrics without a token.",
-        _parse_bool,
-    ),
-    Setting(
-        "routes_file",
+        parse=_parse_bool,
+    )
+    routes_file: str = setting(
         "",
         "NINJAHOOK_ROUTES",
         "YAML file of routes that forward activities to destinations.",
-    ),
-    Setting(
-        "delivery_worker",
+    )
+    delivery_worker: str = setting(
         "auto",
         "NINJAHOOK_DELIVERY_WORKER",
         "Deliver routed activities from inside the server: auto (on SQLite only; run "
         "`ninjahook worker` beside PostgreSQL), on or off.",
-        _parse_worker_mode,
-    ),
-    Setting(
-        "delivery_max_attempts",
+        parse=_parse_worker_mode,
+    )
+    delivery_max_attempts: int = setting(
         8,
         "NINJAHOOK_DELIVERY_MAX_ATTEMPTS",
         "Attempts per delivery before it becomes a dead letter.",
-        _parse_positive_int,
-    ),
-    Setting(
-        "delivery_backoff",
+        parse=_parse_positive_int,
+    )
+    delivery_backoff: float = setting(
         10.0,
         "NINJAHOOK_DELIVERY_BACKOFF",
         "Seconds before the first retry; doubles per attempt, with jitter.",
-        _parse_seconds,
-    ),
-    Setting(
-        "delivery_backoff_max",
+        parse=_parse_seconds,
+    )
+    delivery_backoff_max: float = setting(
         3600.0,
         "NINJAHOOK_DELIVERY_BACKOFF_MAX",
         "Longest wait between retries in seconds (a destination's Retry-After may ask for more).",
-        _parse_seconds,
-    ),
-    Setting(
-        "delivery_lease",
+        parse=_parse_seconds,
+    )
+    delivery_lease: float = setting(
         60.0,
         "NINJAHOOK_DELIVERY_LEASE",
         "Seconds a worker holds a delivery; one whose worker died is retried after this.",
-        _parse_seconds,
-    ),
-    Setting(
-        "delivery_timeout",
+        parse=_parse_seconds,
+    )
+    delivery_timeout: float = setting(
         10.0,
         "NINJAHOOK_DELIVERY_TIMEOUT",
         "Seconds to wait for a destination to answer.",
-        _parse_seconds,
-    ),
-    Setting(
-        "delivery_concurrency",
+        parse=_parse_seconds,
+    )
+    delivery_concurrency: int = setting(
         4,
         "NINJAHOOK_DELIVERY_CONCURRENCY",
         "Deliveries a worker sends at once (a slow destination does not hold up the rest).",
-        _parse_positive_int,
-    ),
-    Setting(
-        "delivery_poll_interval",
+        parse=_parse_positive_int,
+    )
+    delivery_poll_interval: float = setting(
         1.0,
         "NINJAHOOK_DELIVERY_POLL_INTERVAL",
         "Seconds an idle worker waits before looking for due deliveries again.",
-        _parse_seconds,
-    ),
-    Setting(
-        "background_tasks",
+        parse=_parse_seconds,
+    )
+    background_tasks: bool = setting(
         True,
         "NINJAHOOK_BACKGROUND_TASKS",
         "Run periodic tasks (backfill, prune, delivery) in the server.",
-        _parse_bool,
-    ),
-    Setting("ninjaone_region", "", "NINJAONE_REGION", "NinjaOne region: app, us2, eu, ca or oc."),
-    Setting(
-        "ninjaone_base_url",
+        parse=_parse_bool,
+    )
+    ninjaone_region: str = setting(
+        "",
+        "NINJAONE_REGION",
+        "NinjaOne region: app, us2, eu, ca or oc.",
+    )
+    ninjaone_base_url: str = setting(
         "",
         "NINJAONE_BASE_URL",
         "NinjaOne base URL (overrides the region), e.g. https://eu.ninjarmm.com.",
-    ),
-    Setting("ninjaone_client_id", "", "NINJAONE_CLIENT_ID", "NinjaOne API client id.", secret=True),
-    Setting(
-        "ninjaone_client_secret",
+    )
+    ninjaone_client_id: str = setting(
+        "",
+        "NINJAONE_CLIENT_ID",
+        "NinjaOne API client id.",
+        secret=True,
+    )
+    ninjaone_client_secret: str = setting(
         "",
         "NINJAONE_CLIENT_SECRET",
         "NinjaOne API client secret.",
         secret=True,
-    ),
-)
-
-SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
-
-
-@dataclass(frozen=True)
-class Config:
-    """Validated settings. Build it with :func:`load_config`."""
-
-    values: Mapping[str, Any] = field(default_factory=dict)
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    )
 
     @property
     def instance(self) -> Path:
         """The instance folder as an absolute path."""
-        return Path(self.values["instance_path"]).resolve()
+        return Path(self.instance_path).resolve()
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some values replaced (already parsed)."""
-        return Config({**self.values, **changes})
+        return dataclasses.replace(self, **changes)
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(f.name, f.default, **f.metadata) for f in dataclasses.fields(Config)
+)
+SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 
 def load_config(
@@ -330,7 +340,6 @@ def load_config(
             raw = env[setting.env]
             source = setting.env
         else:
-            values[setting.name] = setting.default
             continue
         if isinstance(raw, str):
             try:
@@ -339,4 +348,4 @@ def load_config(
                 raise ConfigError(f"{source}: {exc}") from None
         else:
             values[setting.name] = raw
-    return Config(values)
+    return Config(**values)

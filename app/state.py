@@ -1,76 +1,48 @@
-"""The per-application state that create_app builds and requests reach."""
+"""The per-application state that :mod:`app.services` builds and requests reach.
+
+Every service an app holds is a typed field here. Its types come from the domain
+packages, which themselves take an :class:`AppState`; they are imported for the type
+checker only, so that this module stays below the domains at run time.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
-
-from sqlalchemy.engine import Connection
+from typing import TYPE_CHECKING
 
 from app.config import Config
 from app.storage.db import Database
 
-# Called inside the ingest transaction for each newly stored activity, so that what it
-# writes (entity cache, alerts, outbox) commits or rolls back with the activity itself.
-NewActivityHook = Callable[[Connection, dict[str, Any], "StoredActivity"], None]
+if TYPE_CHECKING:
+    from app.ingest.group_commit import GroupCommitter
+    from app.ingest.pipeline import Pipeline
+    from app.metrics.service import CounterBuffer
+    from app.notifications.routes import RoutesConfig
 
-SCOPE_KEY = "ninjahook"
 
+@dataclass
+class DriftLog:
+    """Unknown enum values already logged by this process (the database counts each one)."""
 
-@dataclass(frozen=True)
-class StoredActivity:
-    """The columns ingest derived from a payload."""
-
-    id: int
-    source: str
-    received_at: float
-    row: dict[str, Any]
+    logged: set[tuple[str, str]] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass
 class AppState:
-    """Everything a request needs: the config, the database and the ingest hooks."""
+    """Everything a request or a command needs, built once by :func:`app.services.build_state`."""
 
     config: Config
     db: Database
-    new_activity_hooks: list[NewActivityHook] = field(default_factory=list)
-    # Unknown enum values already logged by this process (logging only; counts are in the DB).
-    drift_logged: set[tuple[str, str]] = field(default_factory=set)
-    drift_lock: threading.Lock = field(default_factory=threading.Lock)
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class RequestState:
-    """Per-request data shared between middleware, validators, handlers and error handlers.
-
-    The ASGI scope is copied on its way through Connexion's middleware, so this one
-    mutable object, put in the scope first, is what every layer sees.
-    """
-
-    app: AppState
-    raw_body: bytes | None = None
-    payload: dict[str, Any] | None = None
-    rejection: Rejection | None = None
-    # Set by the ingest handler: whether the delivery was a redelivery (for the metrics).
-    duplicate: bool | None = None
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """Why an authenticated delivery failed validation, with what was received."""
-
-    reason: str
-    field: str | None
-    body: bytes
-    body_bytes: int
-    truncated: bool
-    content_type: str | None
-
-
-def request_state(scope: MutableMapping[str, Any]) -> RequestState:
-    """The :class:`RequestState` of the request that ``scope`` belongs to."""
-    state: RequestState = scope[SCOPE_KEY]
-    return state
+    # What runs inside the ingest transaction for each new activity, in order.
+    pipeline: Pipeline
+    # The validated routes file (empty without NINJAHOOK_ROUTES).
+    routes: RoutesConfig
+    # Counters buffered in memory and flushed to the database.
+    metrics: CounterBuffer
+    drift: DriftLog = field(default_factory=DriftLog)
+    # This process's group committer: made by the first delivery, in the serving process
+    # (a forked worker must not inherit its parent's thread), under ``committer_lock``.
+    committer: GroupCommitter | None = None
+    committer_lock: threading.Lock = field(default_factory=threading.Lock)

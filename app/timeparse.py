@@ -35,3 +35,8 @@ def parse_instant(text: str, *, allow_age: bool = True, now: float | None = None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
+
+
+def iso(ts: float) -> str:
+    """Epoch seconds as an ISO 8601 UTC timestamp."""
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")

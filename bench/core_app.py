@@ -10,4 +10,4 @@ from __future__ import annotations
 from app.web.factory import create_app
 
 app = create_app()
-app.app.extensions["ninjahook"].new_activity_hooks.clear()
+app.app.extensions["ninjahook"].pipeline.stages.clear()

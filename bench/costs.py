@@ -106,7 +106,7 @@ def stack_costs(requests: int = 400, with_hooks: bool = True) -> dict[str, float
             app = _app(Path(tmp))
             state = app.app.extensions["ninjahook"]
             if not with_hooks:
-                state.new_activity_hooks.clear()
+                state.pipeline.stages.clear()
 
             async def run(
                 first: int, count: int, app: Any = app, concurrency: int = concurrency
@@ -138,10 +138,10 @@ def hook_costs(activities: int = 300) -> list[tuple[str, float]]:
     with tempfile.TemporaryDirectory(prefix="ninjahook-costs-") as tmp:
         app = _app(Path(tmp))
         state = app.app.extensions["ninjahook"]
-        hooks = list(state.new_activity_hooks)
+        hooks = list(state.pipeline.stages)
         next_id = 1
         for count in range(len(hooks) + 1):
-            state.new_activity_hooks[:] = hooks[:count]
+            state.pipeline.stages[:] = hooks[:count]
             for activity_id in range(next_id, next_id + 20):  # warm
                 raw = load.render(template, activity_id)
                 ingest_activity(state, raw, json.loads(raw))

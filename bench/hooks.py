@@ -97,7 +97,7 @@ def _run(
     )
     state = app.app.extensions["ninjahook"]
     state.db.migrate()
-    state.new_activity_hooks[:] = keep(list(state.new_activity_hooks))
+    state.pipeline.stages[:] = keep(list(state.pipeline.stages))
     warm = 50
     for raw, payload in batch[:warm]:
         ingest_activity(state, raw, payload)
@@ -112,12 +112,12 @@ def _run(
 
 def _variants() -> list[tuple[str, Callable[[list[Any]], list[Any]]]]:
     def only(name: str) -> Callable[[list[Any]], list[Any]]:
-        return lambda hooks: [h for h in hooks if h.__module__ == name]
+        return lambda stages: [s for s in stages if s.name == name]
 
     return [
         ("store the activity (no hooks)", lambda hooks: []),
-        ("+ app.entities.service hook only", only("app.entities.service")),
-        ("+ app.alerts.service hook only", only("app.alerts.service")),
+        ("+ entities stage only", only("entities")),
+        ("+ alerts stage only", only("alerts")),
         ("every hook, as shipped", lambda hooks: hooks),
     ]
 

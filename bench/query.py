@@ -32,7 +32,7 @@ import sqlalchemy as sa
 
 from app.activities.reads import activity_page
 from app.config import load_config
-from app.state import AppState
+from app.services import build_state
 from app.storage.activities import FTS_ROUNDS, ActivityFilter, insert_activity
 from app.storage.db import Database, normalize_url, redact_url
 from app.storage.retention import optimize
@@ -209,7 +209,7 @@ def queries(count: int) -> dict[str, tuple[ActivityFilter, int | None]]:
 
 def time_queries(db: Database, count: int, repeat: int = 15) -> dict[str, dict[str, Any]]:
     """Median and p95 milliseconds per filter (after one warm-up run each)."""
-    state = AppState(config=load_config({}), db=db)
+    state = build_state(load_config({}), db)
     results: dict[str, dict[str, Any]] = {}
     for name, (flt, before_id) in queries(count).items():
         page = activity_page(state, flt, limit=PAGE, before_id=before_id)

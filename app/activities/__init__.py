@@ -1,1 +1,1 @@
-"""Reading stored activities: records, filters and pages for the read API and the dashboard."""
+"""Reading stored activities: records, details and pages for the API and the dashboard."""

@@ -7,9 +7,10 @@ from typing import Any
 
 from sqlalchemy.engine import Row
 
+from app.paging import page_of
 from app.state import AppState
 from app.storage import activities as store
-from app.web.context import iso, page_of
+from app.timeparse import iso
 
 
 def activity_record(row: Row[Any]) -> dict[str, Any]:

@@ -1,1 +1,3 @@
-"""Condition alerts: the lifecycle folded from CONDITION activities (triggered, reset) and their history."""
+"""Condition alerts: each alert's lifecycle (triggered, reset) folded from its
+CONDITION activities, and its history.
+"""

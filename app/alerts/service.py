@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from app.activities.reads import activity_record
-from app.background import PeriodicTask
-from app.state import AppState, StoredActivity
+from app.ingest.pipeline import StoredActivity
+from app.paging import page_of
+from app.state import AppState
 from app.storage import alerts as store
-from app.web.context import page_of
 
 CONDITION_TYPES_PREFIX = "CONDITION"
 TRIGGERED = "TRIGGERED"
@@ -30,12 +30,6 @@ ACKNOWLEDGED = "ACKNOWLEDGED"
 # statusCodes that end a condition (NinjaOne resets a condition itself, or a PSA
 # ticket callback resets it).
 RESET_CODES = frozenset({"RESET", "CUSTOM_HEALTH_STATUS_RESET", "RESET_BY_PSA_TICKET_CALLBACK"})
-
-
-def install(state: AppState) -> list[PeriodicTask]:
-    """Apply every new CONDITION activity to its alert inside the ingest transaction."""
-    state.new_activity_hooks.append(apply_new_activity)
-    return []
 
 
 def alert_key(payload: dict[str, object]) -> str | None:

@@ -1,1 +1,3 @@
-"""The `ninjahook` command: a click group with one module per domain, registered in app/cli/main.py."""
+"""The ``ninjahook`` command: a click group (``main``) with one module of commands per
+domain, each registered there explicitly.
+"""

@@ -104,6 +104,6 @@ def prune(app_ctx: AppContext, days: int | None, batch_size: int) -> None:
     click.echo(
         f"pruned {result.activities} activities older than {retention_days} days, "
         f"{result.rejected} rejected deliveries, {result.deliveries} outbox deliveries and "
-        f"{result.delivery_alerts} resolved route alerts; kept the history of open alerts "
+        f"{result.route_notices} resolved route alerts; kept the history of open alerts "
         "and every pending delivery"
     )

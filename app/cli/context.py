@@ -52,11 +52,10 @@ class AppContext:
 
     def state(self) -> Any:
         """An :class:`app.state.AppState` with extensions installed, for commands that ingest."""
-        from app.web.factory import build_state, install_extensions
+        from app.services import build_state
 
         try:
             state = build_state(self.config)
-            install_extensions(state)
         except ConfigError as exc:
             raise click.ClickException(f"configuration: {exc}") from None
         return state

@@ -104,7 +104,7 @@ def configure(
     rights. Afterwards `backfill` recovers whatever a delivery misses from this point on.
     """
     from app.ninjaone import webhook_config
-    from app.web.auth import load_or_create_token
+    from app.tokens import load_or_create_token
 
     config = app_ctx.config
     if config.webhook_tokens:

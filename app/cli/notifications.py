@@ -224,11 +224,13 @@ def deliveries_list(
     from rich.console import Console
     from rich.table import Table
 
-    from app.storage.notifications import DeliveryFilter, list_deliveries
-    from app.web.context import iso
+    from app.storage.notifications import NotificationFilter, list_notifications
+    from app.timeparse import iso
 
-    flt = DeliveryFilter(since=_since(since), route=route, statuses=(status,) if status else None)
-    rows = app_ctx.read(lambda conn: list_deliveries(conn, flt, limit=limit))
+    flt = NotificationFilter(
+        since=_since(since), route=route, statuses=(status,) if status else None
+    )
+    rows = app_ctx.read(lambda conn: list_notifications(conn, flt, limit=limit))
     console = Console()
     if not rows:
         console.print("no deliveries")
@@ -260,12 +262,12 @@ def deliveries_list(
 
 
 def _requeue(app_ctx: AppContext, flt: Any, what: str, *, dead_only: bool = False) -> None:
-    from app.notifications.reads import requeue_deliveries, retry_dead_letters
+    from app.notifications.reads import requeue_notifications, retry_dead_letters
 
     db = app_ctx.database()
     try:
         # The dashboard's "retry" calls retry_dead_letters too.
-        count = (retry_dead_letters if dead_only else requeue_deliveries)(db, flt)
+        count = (retry_dead_letters if dead_only else requeue_notifications)(db, flt)
     except Exception as exc:
         fail(f"cannot update the database: {exc.__class__.__name__}")
     finally:
@@ -282,9 +284,9 @@ def deliveries_retry(
     app_ctx: AppContext, since: str | None, route: str | None, destination: str | None
 ) -> None:
     """Send the dead letters again (same delivery ids), with a fresh attempt budget."""
-    from app.storage.notifications import DEAD, DeliveryFilter
+    from app.storage.notifications import DEAD, NotificationFilter
 
-    flt = DeliveryFilter(
+    flt = NotificationFilter(
         since=_since(since), route=route, destination=destination, statuses=(DEAD,)
     )
     _requeue(app_ctx, flt, "dead letters", dead_only=True)
@@ -301,7 +303,7 @@ def deliveries_replay(
     """Send again everything finished since a time (delivered and dead), e.g. after a
     destination lost data. Each keeps its delivery id, so a destination that already
     has it can recognise the repeat."""
-    from app.storage.notifications import DeliveryFilter
+    from app.storage.notifications import NotificationFilter
 
-    flt = DeliveryFilter(since=_since(since), route=route, destination=destination)
+    flt = NotificationFilter(since=_since(since), route=route, destination=destination)
     _requeue(app_ctx, flt, "deliveries")

@@ -43,7 +43,7 @@ def run_migrations(app_ctx: AppContext) -> None:
 def ensure_tokens(config: Config) -> None:
     """Generate the webhook and read tokens into the instance folder when none are
     configured, and print each one once, when it is created."""
-    from app.web.auth import load_or_create_token
+    from app.tokens import load_or_create_token
 
     for kind, configured, env in (
         ("webhook", config.webhook_tokens, "NINJAHOOK_WEBHOOK_TOKENS"),
@@ -158,7 +158,7 @@ def rejected_list(app_ctx: AppContext, limit: int, show_body: bool) -> None:
     from rich.table import Table
 
     from app.storage.activities import list_rejected
-    from app.web.context import iso
+    from app.timeparse import iso
 
     rows = app_ctx.read(lambda conn: list_rejected(conn, limit=limit))
     console = Console()

@@ -1,35 +1,33 @@
 """The entity cache: kept fresh by every delivery, read by the API.
 
-:func:`install` registers an ingest hook that writes the expanded device, its
-``references`` and any expanded organization or location of each new activity
+:func:`cache_updater` makes the pipeline stage that writes the expanded device,
+its ``references`` and any expanded organization or location of each new activity
 into the cache, in the ingest transaction. The data is as of the activity's
 ``activityTime``; it replaces cached data only when that is newer, so a
-backfilled or late delivery never rolls the cache back. With
-NINJAHOOK_BACKFILL_INTERVAL and NinjaOne credentials set, :func:`install` also
-returns the periodic backfill task.
+backfilled or late delivery never rolls the cache back.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, TypeGuard
+from typing import Any
 
 from sqlalchemy import Table, event
 from sqlalchemy.engine import Connection, Engine, ExceptionContext, Row
 
-from app.background import PeriodicTask
-from app.state import AppState, StoredActivity
+from app.ingest.payload import as_int, as_str, has_id
+from app.ingest.pipeline import StoredActivity
+from app.paging import page_of
+from app.state import AppState
 from app.storage import entities as store
 from app.storage.tables import devices, locations, organizations
-from app.web.context import iso, page_of
+from app.timeparse import iso
 
 log = logging.getLogger(__name__)
 
-BACKFILL_TASK = "ninjaone-backfill"
 
 # API field of an expanded device -> cache column.
 _DEVICE_FIELDS = {
@@ -43,22 +41,14 @@ _DEVICE_FIELDS = {
 }
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 def organization_row(org: dict[str, Any], *, full: bool) -> dict[str, Any]:
     """Cache columns from an API organization; ``full`` when it is the whole object
     (sync, an expanded organization), not a name-only reference."""
-    row: dict[str, Any] = {"id": org["id"], "name": _str(org.get("name"))}
+    row: dict[str, Any] = {"id": org["id"], "name": as_str(org.get("name"))}
     if full:
-        row.update(description=_str(org.get("description")), raw=org)
+        row.update(description=as_str(org.get("description")), raw=org)
     elif "description" in org:
-        row["description"] = _str(org.get("description"))
+        row["description"] = as_str(org.get("description"))
     return row
 
 
@@ -66,8 +56,8 @@ def location_row(
     loc: dict[str, Any], *, full: bool, organization_id: int | None = None
 ) -> dict[str, Any]:
     """Cache columns from an API location (or a reference to one)."""
-    row: dict[str, Any] = {"id": loc["id"], "name": _str(loc.get("name"))}
-    org_id = _int(loc.get("organizationId")) or organization_id
+    row: dict[str, Any] = {"id": loc["id"], "name": as_str(loc.get("name"))}
+    org_id = as_int(loc.get("organizationId")) or organization_id
     if org_id is not None:
         row["organization_id"] = org_id
     if full:
@@ -86,16 +76,12 @@ def device_row(device: dict[str, Any]) -> dict[str, Any]:
             elif column == "last_contact":
                 value = float(value) if isinstance(value, int | float) else None
             elif column.endswith("_id"):
-                value = _int(value)
+                value = as_int(value)
             else:
-                value = _str(value)
+                value = as_str(value)
             row[column] = value
     row["raw"] = {k: v for k, v in device.items() if k != "references"}
     return row
-
-
-def _has_id(obj: Any) -> TypeGuard[dict[str, Any]]:
-    return isinstance(obj, dict) and _int(obj.get("id")) is not None
 
 
 class WrittenEntities:
@@ -223,71 +209,31 @@ def cache_updater(
         stamps = {"observed_at": observed, "updated_at": stored.received_at}
         refs = device.get("references") if isinstance(device, dict) else None
         refs = refs if isinstance(refs, dict) else {}
-        device_org = _int(device.get("organizationId")) if isinstance(device, dict) else None
+        device_org = as_int(device.get("organizationId")) if isinstance(device, dict) else None
         ref_org, ref_loc = refs.get("organization"), refs.get("location")
 
         # Organizations, then locations, then devices: one order for every writer, so
         # concurrent ingests on PostgreSQL never wait on each other in a cycle.
         orgs = _one_per_id(
-            organization_row(org, full=True) if _has_id(org) else None,
-            organization_row(ref_org, full=False) if _has_id(ref_org) else None,
+            organization_row(org, full=True) if has_id(org) else None,
+            organization_row(ref_org, full=False) if has_id(ref_org) else None,
         )
         if orgs:
             _write(conn, written, organizations, orgs, stamps)
         locs = _one_per_id(
-            location_row(loc, full=True, organization_id=device_org) if _has_id(loc) else None,
+            location_row(loc, full=True, organization_id=device_org) if has_id(loc) else None,
             location_row(ref_loc, full=False, organization_id=device_org)
-            if _has_id(ref_loc)
+            if has_id(ref_loc)
             else None,
         )
         if locs:
             _write(conn, written, locations, locs, stamps)
-        if _has_id(device):
+        if has_id(device):
             _write(conn, written, devices, [device_row(device)], stamps)
 
     # Named like a module-level function in profiles and benchmark tables.
     update_cache_from_activity.__qualname__ = "update_cache_from_activity"
     return update_cache_from_activity
-
-
-def install(state: AppState) -> list[PeriodicTask]:
-    """Register the cache hook; return the backfill task when it is enabled and configured."""
-    written = WrittenEntities()
-    written.attach(state.db.engine)
-    state.new_activity_hooks.append(cache_updater(written))
-    from app.ninjaone import client as ninjaone
-
-    interval = int(state.config.backfill_interval or 0)
-    if interval <= 0:
-        return []
-    if not ninjaone.credentials_configured(state.config):
-        log.warning(
-            "NINJAHOOK_BACKFILL_INTERVAL is set but NINJAONE_CLIENT_ID/NINJAONE_CLIENT_SECRET "
-            "are not: periodic backfill is off"
-        )
-        return []
-    return [PeriodicTask(BACKFILL_TASK, float(interval), run_backfill)]
-
-
-def run_backfill(state: AppState) -> None:
-    """The periodic task: one backfill with the configured credentials, logged."""
-    from app.ninjaone import client as ninjaone
-    from app.ninjaone.sync import backfill
-
-    started = time.monotonic()
-    try:
-        with ninjaone.NinjaOneClient.from_config(state.config) as client:
-            result = backfill(state, client)
-    except ninjaone.NinjaOneError as exc:
-        log.warning("backfill failed: %s", exc)
-        return
-    log.info(
-        "backfill: %d fetched, %d new, %d already stored (%.1fs)",
-        result.fetched,
-        result.new,
-        result.present,
-        time.monotonic() - started,
-    )
 
 
 # --- reads ----------------------------------------------------------------------------

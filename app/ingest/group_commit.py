@@ -62,7 +62,6 @@ from app.storage.db import WriterLock
 
 log = logging.getLogger(__name__)
 
-EXTRAS_KEY = "ninjahook.group_commit"
 
 # Enough to amortize a commit many times over, small enough that one batch holds
 # the SQLite write lock for only milliseconds.
@@ -340,19 +339,18 @@ def _settle(waiters: list[_Waiting]) -> None:
 
 def committer_for(state: AppState) -> GroupCommitter:
     """The app's group committer, created on first use."""
-    committer = state.extras.get(EXTRAS_KEY)
+    committer = state.committer
     if committer is None:
-        with state.drift_lock:
-            committer = state.extras.get(EXTRAS_KEY)
+        with state.committer_lock:
+            committer = state.committer
             if committer is None:
                 committer = GroupCommitter(state, max_batch=state.config.ingest_max_batch)
-                state.extras[EXTRAS_KEY] = committer
-    assert isinstance(committer, GroupCommitter)
+                state.committer = committer
     return committer
 
 
 def stop_committer(state: AppState) -> None:
     """Drain and stop the app's group committer, if it was ever used."""
-    committer = state.extras.pop(EXTRAS_KEY, None)
-    if isinstance(committer, GroupCommitter):
+    committer, state.committer = state.committer, None
+    if committer is not None:
         committer.stop()

@@ -9,8 +9,10 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from app.ingest.payload import Subjects, dig
+from app.ingest.pipeline import StoredActivity
 from app.spec.generated import KNOWN_VALUES
-from app.state import AppState, Rejection, StoredActivity
+from app.state import AppState
 from app.storage import activities as store
 
 log = logging.getLogger(__name__)
@@ -27,44 +29,15 @@ class IngestResult:
     activity_type: str | None = None
 
 
-def _dig(payload: dict[str, Any], path: tuple[str, ...]) -> Any:
-    node: Any = payload
-    for key in path:
-        if not isinstance(node, dict):
-            return None
-        node = node.get(key)
-    return node
-
-
-def _first_int(*values: Any) -> int | None:
-    for value in values:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
-
-
 def activity_row(payload: dict[str, Any], raw: bytes, source: str, now: float) -> dict[str, Any]:
-    """The stored columns for a validated payload.
-
-    Organization and location come from the expanded device when present, and
-    from the expanded organization/location objects otherwise.
-    """
-    device: dict[str, Any] = payload.get("device") or {}
-    refs: dict[str, Any] = device.get("references") or {}
+    """The stored columns for a validated payload (ids as :class:`Subjects` reads them)."""
+    subjects = Subjects.of(payload)
     return {
         "id": payload["id"],
         "activity_time": payload.get("activityTime"),
-        "device_id": _first_int(payload.get("deviceId"), device.get("id")),
-        "organization_id": _first_int(
-            device.get("organizationId"),
-            _dig(refs, ("organization", "id")),
-            _dig(payload, ("organization", "id")),
-        ),
-        "location_id": _first_int(
-            device.get("locationId"),
-            _dig(refs, ("location", "id")),
-            _dig(payload, ("location", "id")),
-        ),
+        "device_id": subjects.device_id,
+        "organization_id": subjects.organization_id,
+        "location_id": subjects.location_id,
         "activity_type": payload.get("activityType"),
         "status_code": payload.get("statusCode"),
         "severity": payload.get("severity"),
@@ -86,7 +59,7 @@ def unknown_values(payload: dict[str, Any]) -> list[tuple[str, str]]:
     """(field path, value) for every open-enum value that webhook.yaml does not list."""
     found = []
     for path, known in KNOWN_VALUES.items():
-        value = _dig(payload, path)
+        value = dig(payload, path)
         if isinstance(value, str) and value not in known:
             found.append((".".join(path), value))
     return found
@@ -110,8 +83,7 @@ def store_in_transaction(
     drift: list[tuple[str, str]] = []
     if new:
         stored = StoredActivity(id=row["id"], source=source, received_at=now, row=row)
-        for hook in state.new_activity_hooks:
-            hook(conn, payload, stored)
+        state.pipeline.run(conn, payload, stored)
         drift = unknown_values(payload)
         for field, value in drift:
             store.record_spec_drift(conn, field, value, now)
@@ -138,30 +110,13 @@ def ingest_activity(
 
 def log_drift_once(state: AppState, drift: list[tuple[str, str]]) -> None:
     """Log each unknown enum value once per process (the database counts every one)."""
-    with state.drift_lock:
-        fresh = [d for d in drift if d not in state.drift_logged]
-        state.drift_logged.update(fresh)
+    with state.drift.lock:
+        fresh = [d for d in drift if d not in state.drift.logged]
+        state.drift.logged.update(fresh)
     for field, value in fresh:
         log.warning(
             "spec drift: %s=%r is not a known value in webhook.yaml; stored anyway. "
             "Add it to the x-extensible-enum list and run `make regenerate`.",
             field,
             value,
-        )
-
-
-def keep_rejected(state: AppState, rejection: Rejection) -> int:
-    """Store an authenticated delivery that failed validation, with the reason."""
-    limit = state.config.max_body_bytes
-    body = rejection.body[:limit]
-    with state.db.begin() as conn:
-        return store.insert_rejected(
-            conn,
-            received_at=time.time(),
-            reason=rejection.reason,
-            field=rejection.field,
-            content_type=rejection.content_type,
-            body=body,
-            body_bytes=rejection.body_bytes,
-            truncated=rejection.truncated or len(body) < len(rejection.body),
         )

@@ -1,1 +1,1 @@
-"""Counting: ingest and notification counters, kept in the database and exposed for Prometheus."""
+"""Counting: ingest and notification counters, kept in the database, exposed for Prometheus."""

@@ -11,14 +11,11 @@ at scrape time.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
 import threading
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, generate_latest
@@ -29,12 +26,9 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.background import PeriodicTask
-from app.ninjaone.webhook_config import INGEST_PATH
-from app.notifications.reads import delivery_metrics
-from app.state import SCOPE_KEY, AppState, RequestState
+from app.notifications.reads import notification_metrics
+from app.state import AppState
 from app.storage import metrics as store
 from app.storage.db import Database
 
@@ -51,8 +45,6 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 SEVERITIES = ("NONE", "MINOR", "MODERATE", "MAJOR", "CRITICAL")
-
-_EXTRA_KEY = "metrics.buffer"
 
 
 def _labels_key(labels: dict[str, str]) -> str:
@@ -121,17 +113,8 @@ class CounterBuffer:
 
 
 def buffer_for(state: AppState) -> CounterBuffer:
-    """The :class:`CounterBuffer` of ``state`` (made on first use)."""
-    buffer: CounterBuffer | None = state.extras.get(_EXTRA_KEY)
-    if buffer is None:
-        buffer = state.extras[_EXTRA_KEY] = CounterBuffer(state.db)
-    return buffer
-
-
-def install(state: AppState) -> list[PeriodicTask]:
-    """Create this app's counter buffer; no periodic tasks."""
-    buffer_for(state)
-    return []
+    """The :class:`CounterBuffer` of ``state``."""
+    return state.metrics
 
 
 def record_ingest(state: AppState, activity_type: str | None, outcome: str, seconds: float) -> None:
@@ -222,7 +205,7 @@ class _DatabaseCollector(Collector):
 
 def _delivery_families(state: AppState) -> Iterator[Metric]:
     """The outbox's state (app.notifications)."""
-    found = delivery_metrics(state)
+    found = notification_metrics(state)
     by_status = GaugeMetricFamily(
         "ninjahook_deliveries",
         "Routed deliveries in the outbox, by destination, kind and status.",
@@ -252,63 +235,3 @@ def exposition(state: AppState) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_DatabaseCollector(state))
     return generate_latest(registry)
-
-
-def _outcome(status: int, duplicate: bool | None) -> str:
-    if status == 200:
-        return "duplicate" if duplicate else "new"
-    if status in (401, 403):
-        return "unauthorized"
-    if 400 <= status < 500:
-        return "rejected"
-    return "error"
-
-
-class IngestMetricsMiddleware:
-    """Counts every delivery by outcome and times it, including answers no handler makes
-    (401 from the security layer, 400/413/415 from validation)."""
-
-    def __init__(self, app: ASGIApp, state: AppState) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self.app(scope, self._flushing_on_shutdown(receive), send)
-            return
-        if scope["type"] != "http" or scope["path"] != INGEST_PATH or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def watched_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watched_send)
-        finally:
-            request: RequestState | None = scope.get(SCOPE_KEY)
-            payload: dict[str, Any] = (request.payload if request else None) or {}
-            activity_type = payload.get("activityType")
-            record_ingest(
-                self.state,
-                activity_type if isinstance(activity_type, str) else None,
-                _outcome(status, request.duplicate if request else None),
-                time.perf_counter() - started,
-            )
-
-    def _flushing_on_shutdown(self, receive: Receive) -> Receive:
-        """``receive`` that stores this process's pending counts when shutdown begins,
-        before the app closes its database (a graceful restart loses nothing)."""
-
-        async def wrapped() -> Message:
-            message: Message = await receive()
-            if message["type"] == "lifespan.shutdown":
-                await asyncio.to_thread(buffer_for(self.state).flush_quietly)
-            return message
-
-        return wrapped

@@ -1,1 +1,3 @@
-"""NinjaOne's side: the API client, webhook configuration, sync and backfill, and a local emulator of NinjaOne for tests and demos."""
+"""NinjaOne's side: the API ``client``, ``webhook_config`` (PUT /v2/webhook),
+``sync`` and backfill, and a local ``emulator`` of NinjaOne for tests and demos.
+"""

@@ -23,13 +23,15 @@ from typing import Any
 
 from app.entities.service import device_row, location_row, organization_row
 from app.ingest.service import ingest_activity
-from app.ninjaone.client import NinjaOneClient
+from app.ninjaone.client import NinjaOneClient, NinjaOneError
 from app.state import AppState
 from app.storage import activities as activity_store
 from app.storage import entities as store
 from app.storage.tables import devices, locations, organizations
 
 log = logging.getLogger(__name__)
+
+BACKFILL_TASK = "ninjaone-backfill"
 
 BACKFILL_CHECKPOINT = "backfill"
 
@@ -209,3 +211,21 @@ def mark_webhook_start(state: AppState, client: NinjaOneClient) -> int | None:
         with state.db.begin() as conn:
             store.advance_checkpoint(conn, BACKFILL_CHECKPOINT, last, time.time())
     return last
+
+
+def run_backfill(state: AppState) -> None:
+    """The periodic task: one backfill with the configured credentials, logged."""
+    started = time.monotonic()
+    try:
+        with NinjaOneClient.from_config(state.config) as client:
+            result = backfill(state, client)
+    except NinjaOneError as exc:
+        log.warning("backfill failed: %s", exc)
+        return
+    log.info(
+        "backfill: %d fetched, %d new, %d already stored (%.1fs)",
+        result.fetched,
+        result.new,
+        result.present,
+        time.monotonic() - started,
+    )

@@ -1,7 +1,4 @@
-"""Routing: which activities go where, worded how, and sent how.
-
-:mod:`app.notifications.routes` loads and validates the routes file,
-:mod:`app.notifications.matching` decides which routes an activity matches,
-:mod:`app.notifications.templates` words the message and
-:mod:`app.notifications.destinations` sends it.
+"""Outbound notifications: ``routes`` (the routes file), ``matching``,
+``templates``, the ``outbox`` with its sending worker, ``destinations`` (how each kind
+is sent) and ``reads`` (what the API and dashboard show of them).
 """

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from app.ingest.payload import Subjects
 from app.notifications.routes import SEVERITIES, Match, Route, RoutesConfig
 from app.storage import notifications as store
 
@@ -25,27 +26,12 @@ class Subject:
     location: dict[str, Any] = field(default_factory=dict)
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def describe(conn: Connection | None, payload: dict[str, Any]) -> Subject:
     """The :class:`Subject` of ``payload``; ``conn`` (optional) reaches the entity cache."""
-    expanded = _dict(payload.get("device"))
-    refs = _dict(expanded.get("references"))
-    ref_org = _dict(refs.get("organization"))
-    ref_loc = _dict(refs.get("location"))
-    top_org = _dict(payload.get("organization"))
-    top_loc = _dict(payload.get("location"))
-    device_id = _int(payload.get("deviceId")) or _int(expanded.get("id"))
-    org_id = (
-        _int(expanded.get("organizationId")) or _int(ref_org.get("id")) or _int(top_org.get("id"))
-    )
-    loc_id = _int(expanded.get("locationId")) or _int(ref_loc.get("id")) or _int(top_loc.get("id"))
+    subjects = Subjects.of(payload)
+    expanded, ref_org, ref_loc = subjects.device, subjects.ref_organization, subjects.ref_location
+    top_org, top_loc = subjects.organization, subjects.location
+    device_id, org_id, loc_id = subjects.device_id, subjects.organization_id, subjects.location_id
     device = {
         "id": device_id,
         "displayName": expanded.get("displayName"),

@@ -30,19 +30,18 @@ import jinja2
 from sqlalchemy.engine import Connection, Row
 
 from app.alerts.service import RESET_CODES, alert_key
-from app.background import PeriodicTask
 from app.config import Config, ConfigError
+from app.ingest.pipeline import ActivityHook, StoredActivity
 from app.notifications.destinations import Envelope, Outcome, send
 from app.notifications.matching import describe, matches, matching_routes, template_context
 from app.notifications.routes import EMPTY, RoutesConfig, RoutesError, load_routes
 from app.notifications.templates import render
-from app.state import AppState, StoredActivity
+from app.state import AppState
 from app.storage import activities as activity_store
 from app.storage import notifications as store
 
 log = logging.getLogger(__name__)
 
-ROUTES_KEY = "delivery.routes"
 # Longest an in-process delivery round runs before the scheduler's other tasks get a turn.
 IN_PROCESS_BUDGET = 20.0
 
@@ -61,27 +60,24 @@ def load_configured_routes(config: Config) -> RoutesConfig:
 
 
 def routes_of(state: AppState) -> RoutesConfig:
-    """The routes loaded by :func:`install`."""
-    routes: RoutesConfig = state.extras.get(ROUTES_KEY, EMPTY)
-    return routes
+    """The routes loaded when the app was built."""
+    return state.routes
 
 
-def install(state: AppState) -> list[PeriodicTask]:
-    """Load and validate the routes, register the enqueue hook, and on SQLite (or with
-    NINJAHOOK_DELIVERY_WORKER=on) return the in-process delivery task."""
-    routes = load_configured_routes(state.config)
-    state.extras[ROUTES_KEY] = routes
-    if not routes.routes:
-        return []
+def enqueue_stage(routes: RoutesConfig) -> ActivityHook:
+    """The pipeline stage that puts what ``routes`` say for a new activity in the outbox."""
 
-    def enqueue_hook(conn: Connection, payload: dict[str, Any], stored: StoredActivity) -> None:
+    def enqueue(conn: Connection, payload: dict[str, Any], stored: StoredActivity) -> None:
         enqueue_for_activity(conn, routes, payload, stored.id, stored.received_at)
 
-    state.new_activity_hooks.append(enqueue_hook)
+    return enqueue
+
+
+def sends_in_process(state: AppState) -> bool:
+    """Whether the server sends notifications itself: on SQLite by default (there is one
+    host), or when NINJAHOOK_DELIVERY_WORKER=on; beside PostgreSQL `ninjahook worker` does."""
     mode = state.config.delivery_worker
-    if mode == "on" or (mode == "auto" and state.db.is_sqlite):
-        return [PeriodicTask("delivery-worker", 1.0, deliver_due)]
-    return []
+    return bool(state.routes.routes) and (mode == "on" or (mode == "auto" and state.db.is_sqlite))
 
 
 def enqueue_for_activity(
@@ -125,7 +121,7 @@ def enqueue_for_activity(
             # Remember a RESET that arrives before its TRIGGERED, for the routes that
             # would take this alert's activities whatever their statusCode.
             remember = matches(replace(route.match, status_codes=None), subject)
-            opened_by = store.resolve_alert(
+            opened_by = store.resolve_route_notice(
                 conn, route.name, key, activity_id, activity_time, now, remember=remember
             )
             if opened_by is None or not route.send_resolved:
@@ -139,7 +135,7 @@ def enqueue_for_activity(
         if (
             key is not None
             and alert_aware
-            and not store.open_alert(conn, route.name, key, activity_id, activity_time, now)
+            and not store.open_route_notice(conn, route.name, key, activity_id, activity_time, now)
         ):
             continue  # a repeat of an alert this route has notified already
         for destination in route.destinations:
@@ -355,7 +351,7 @@ class Worker:
             log.warning("delivery %s: lease lost to another worker; outcome not recorded", row.uid)
 
 
-def deliver_due(state: AppState) -> None:
+def send_due(state: AppState) -> None:
     """The in-process worker (a periodic task): send what is due, for a bounded time.
 
     The scheduler runs it in one server process at a time and waits for it on

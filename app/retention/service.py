@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.background import PeriodicTask
 from app.state import AppState
 from app.storage import retention as store
 from app.storage.db import Database
@@ -36,7 +35,7 @@ class PruneResult:
     # Routed deliveries (the outbox) of pruned activities, and routes' states of
     # resolved alerts whose activities are gone.
     deliveries: int = 0
-    delivery_alerts: int = 0
+    route_notices: int = 0
 
 
 def prune_database(
@@ -102,8 +101,8 @@ def prune_database(
             report()
     while True:
         with db.begin() as conn:
-            deleted = store.prune_delivery_alerts_batch(conn, batch_size)
-        result.delivery_alerts += deleted
+            deleted = store.prune_route_notices_batch(conn, batch_size)
+        result.route_notices += deleted
         if deleted:
             report()
         if deleted < batch_size:
@@ -122,13 +121,6 @@ def prune_task(state: AppState) -> PruneResult:
         result.activities,
         result.rejected,
         result.deliveries,
-        result.delivery_alerts,
+        result.route_notices,
     )
     return result
-
-
-def install(state: AppState) -> list[PeriodicTask]:
-    """Prune once a day, in one process only (see app.background)."""
-    if state.config.retention_days <= 0:
-        return []
-    return [PeriodicTask(name="retention.prune", interval=DAY, run=prune_task)]

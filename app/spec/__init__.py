@@ -9,7 +9,14 @@ from typing import Any
 
 import yaml
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "webhook.yaml"
+# From a checkout (editable install), the top-level webhook.yaml, read in place; installed
+# from a wheel, the copy that setup.py's build step puts beside this file.
+_CHECKOUT = Path(__file__).resolve().parents[2]
+SPEC_PATH = (
+    _CHECKOUT / "webhook.yaml"
+    if (_CHECKOUT / "webhook.yaml").is_file() and (_CHECKOUT / "pyproject.toml").is_file()
+    else Path(__file__).resolve().parent / "webhook.yaml"
+)
 
 
 @cache

@@ -20,7 +20,7 @@ import click
 from app.spec import SPEC_PATH, load_spec, resolve_refs
 
 ROOT = SPEC_PATH.parent
-GENERATED_PATH = ROOT / "app" / "generated.py"
+GENERATED_PATH = ROOT / "app" / "spec" / "generated.py"
 HEADER = '"""Generated from webhook.yaml by `make regenerate`; do not edit."""\n'
 
 TYPED_SCHEMAS = (

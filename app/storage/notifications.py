@@ -19,10 +19,10 @@ from sqlalchemy.engine import Connection, Row
 from app.storage.activities import dialect_insert
 from app.storage.tables import (
     deliveries,
-    delivery_alerts,
     devices,
     locations,
     organizations,
+    route_notices,
 )
 
 PENDING, DELIVERING, DELIVERED, DEAD = "pending", "delivering", "delivered", "dead"
@@ -110,7 +110,7 @@ def _not_older(time_column: Any, activity_time: float | None) -> sa.ColumnElemen
     return sa.or_(time_column.is_(None), time_column <= activity_time)
 
 
-def open_alert(
+def open_route_notice(
     conn: Connection,
     route: str,
     alert_key: str,
@@ -125,9 +125,9 @@ def open_alert(
     The primary key (route, alert_key) and the conditional update decide, so two
     concurrent repeats never both notify.
     """
-    a = delivery_alerts.c
+    a = route_notices.c
     inserted = conn.execute(
-        dialect_insert(conn, delivery_alerts)
+        dialect_insert(conn, route_notices)
         .values(
             route=route,
             alert_key=alert_key,
@@ -143,7 +143,7 @@ def open_alert(
     if inserted is not None:
         return True
     reopened = conn.execute(
-        sa.update(delivery_alerts)
+        sa.update(route_notices)
         .where(
             a.route == route,
             a.alert_key == alert_key,
@@ -163,14 +163,14 @@ def open_alert(
     if reopened.rowcount:
         return True
     conn.execute(
-        sa.update(delivery_alerts)
+        sa.update(route_notices)
         .where(a.route == route, a.alert_key == alert_key)
         .values(repeats=a.repeats + 1)
     )
     return False
 
 
-def resolve_alert(
+def resolve_route_notice(
     conn: Connection,
     route: str,
     alert_key: str,
@@ -187,9 +187,9 @@ def resolve_alert(
     With ``remember``, a RESET for an alert the route never saw is recorded as a
     resolved alert, so a TRIGGERED that was sent earlier but arrives later stays quiet.
     """
-    a = delivery_alerts.c
+    a = route_notices.c
     opened_by = conn.execute(
-        sa.update(delivery_alerts)
+        sa.update(route_notices)
         .where(
             a.route == route,
             a.alert_key == alert_key,
@@ -206,7 +206,7 @@ def resolve_alert(
     ).scalar()
     if opened_by is None and remember:
         conn.execute(
-            dialect_insert(conn, delivery_alerts)
+            dialect_insert(conn, route_notices)
             .values(
                 route=route,
                 alert_key=alert_key,
@@ -332,7 +332,7 @@ def mark_failed(
 
 
 @dataclass(frozen=True)
-class DeliveryFilter:
+class NotificationFilter:
     """Which deliveries a listing or a re-send covers. None means any."""
 
     since: float | None = None
@@ -361,8 +361,8 @@ class DeliveryFilter:
         return clauses
 
 
-def list_deliveries(
-    conn: Connection, flt: DeliveryFilter, *, limit: int, before_id: int | None = None
+def list_notifications(
+    conn: Connection, flt: NotificationFilter, *, limit: int, before_id: int | None = None
 ) -> list[Row[Any]]:
     """Deliveries matching ``flt``, newest first, below ``before_id`` when given."""
     c = deliveries.c
@@ -372,13 +372,13 @@ def list_deliveries(
     return list(conn.execute(stmt.order_by(c.id.desc()).limit(limit)).all())
 
 
-def count_deliveries(conn: Connection, flt: DeliveryFilter) -> int:
+def count_notifications(conn: Connection, flt: NotificationFilter) -> int:
     """How many deliveries match ``flt`` (the dashboard's dead-letter count)."""
     stmt = sa.select(sa.func.count()).select_from(deliveries).where(*flt.where())
     return int(conn.execute(stmt).scalar() or 0)
 
 
-def requeue(conn: Connection, flt: DeliveryFilter, now: float) -> int:
+def requeue(conn: Connection, flt: NotificationFilter, now: float) -> int:
     """Make matching deliveries pending again, now, with a fresh attempt budget.
 
     A re-sent delivery keeps its uid: it is the same message, so a destination that

@@ -13,8 +13,8 @@ from app.storage.tables import (
     alert_activities,
     alerts,
     deliveries,
-    delivery_alerts,
     rejected_deliveries,
+    route_notices,
 )
 
 # Outbox statuses (app.storage.notifications): only finished deliveries are ever pruned.
@@ -158,14 +158,14 @@ def prune_deliveries_batch(
     return int(deleted.rowcount or 0), (window[-1] if len(window) == batch else None)
 
 
-def prune_delivery_alerts_batch(conn: Connection, batch: int) -> int:
+def prune_route_notices_batch(conn: Connection, batch: int) -> int:
     """Delete up to ``batch`` routes' alert states (``delivery_alerts``) of alerts that
     are resolved and whose opening and resolving activities are both gone; returns how
     many. An open one stays whatever its age: its RESET must still send "resolved".
 
     Without the state, a TRIGGERED older than the pruned RESET that arrives after all
     would notify; by then it is older than the retention period itself."""
-    a = delivery_alerts.c
+    a = route_notices.c
     gone = sa.and_(
         a.state == "resolved",
         _activity_gone(a.opened_activity_id),
@@ -179,7 +179,7 @@ def prune_delivery_alerts_batch(conn: Connection, batch: int) -> int:
         return 0
     # Checked again in the DELETE: an alert re-opened since the SELECT stays.
     deleted = conn.execute(
-        sa.delete(delivery_alerts).where(sa.tuple_(a.route, a.alert_key).in_(keys), gone)
+        sa.delete(route_notices).where(sa.tuple_(a.route, a.alert_key).in_(keys), gone)
     )
     return int(deleted.rowcount or 0)
 

@@ -199,11 +199,12 @@ for _column in (activities.c.message, activities.c.subject):
         postgresql_where=_column.is_not(None),
     ).ddl_if(dialect="postgresql")
 
-# --- delivery routing (issue: route activities) -----------------------------------------
-# Defined by migration 0004. ``deliveries`` is a transactional outbox: rows are inserted
-# in the ingest transaction and taken by workers with row locks. ``delivery_alerts`` is
-# each route's own view of an alert, so "once per alert" and the "resolved" follow-up
-# do not depend on any other table.
+# --- outbound notifications --------------------------------------------------------------
+# Defined by migration 0004, whose SQL table names are kept. ``deliveries`` is the
+# notification outbox: rows are inserted in the ingest transaction and taken by workers
+# with row locks. ``route_notices`` (SQL: delivery_alerts) is each route's own view of a
+# condition alert it notified, so "once per alert" and the "resolved" follow-up do not
+# depend on any other table.
 
 deliveries = sa.Table(
     "deliveries",
@@ -238,7 +239,7 @@ deliveries = sa.Table(
     sa.Index("ix_deliveries_created_at", "created_at"),
 )
 
-delivery_alerts = sa.Table(
+route_notices = sa.Table(
     "delivery_alerts",
     metadata,
     sa.Column("route", sa.String(200), primary_key=True),

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from typing import Any
 
 from connexion import context
 from connexion.exceptions import BadRequestProblem
 from flask import current_app
 
-from app.state import SCOPE_KEY, AppState, RequestState
+from app.state import AppState
 from app.timeparse import parse_instant
+from app.web.request_state import SCOPE_KEY, RequestState
 
 # Operations declare application/problem+json for their errors too, so a handler
 # names the content type of a successful answer: ``return body, 200, JSON``.
@@ -30,21 +28,6 @@ def current_request() -> RequestState:
     """The :class:`RequestState` of the request being handled."""
     state: RequestState = context.scope[SCOPE_KEY]
     return state
-
-
-def encode_cursor(last_id: int) -> str:
-    """An opaque cursor for the page after ``last_id``."""
-    return base64.urlsafe_b64encode(f"v1:{last_id}".encode()).decode().rstrip("=")
-
-
-def page_of(
-    rows: Sequence[Any], limit: int, record: Callable[[Any], dict[str, Any]], key: str
-) -> dict[str, Any]:
-    """A page answer from up to ``limit + 1`` rows: ``limit`` records and, when there
-    was one more row, the cursor after the last record's ``key``."""
-    items = [record(r) for r in rows[:limit]]
-    more = len(rows) > limit
-    return {"items": items, "nextCursor": encode_cursor(items[-1][key]) if more else None}
 
 
 def decode_cursor(cursor: str | None) -> int | None:
@@ -69,8 +52,3 @@ def parse_time(value: str | None, name: str) -> float | None:
         return parse_instant(value, allow_age=False)
     except ValueError as exc:
         raise BadRequestProblem(detail=f"{name}: {exc}") from None
-
-
-def iso(ts: float) -> str:
-    """Epoch seconds as an ISO 8601 UTC timestamp."""
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,16 +15,14 @@ from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
 from connexion.validators import FormDataValidator
 
-from app.background import PeriodicTask, Scheduler
-from app.config import Config, load_config
+from app.background import Scheduler
+from app.config import load_config
 from app.ingest.group_commit import stop_committer
 from app.logs import install_redaction
-from app.metrics.service import IngestMetricsMiddleware
+from app.services import build_state, periodic_tasks
 from app.spec import SPEC_PATH
-from app.state import AppState
-from app.storage.db import Database, normalize_url
-from app.web.auth import instance_token, load_or_create_token
 from app.web.connexion_tuning import load_specification, tune_app
+from app.web.metrics_middleware import IngestMetricsMiddleware
 from app.web.middleware import (
     BodyLimitMiddleware,
     BodyTimeoutMiddleware,
@@ -36,49 +33,6 @@ from app.web.problems import register_error_handlers
 from app.web.validation import DeliveryBodyValidator, NamedParameterValidator
 
 log = logging.getLogger(__name__)
-
-# Modules that extend ingest and the server. Each has
-# ``install(state: AppState) -> list[PeriodicTask]``: it may append ingest hooks
-# to ``state.new_activity_hooks`` and returns the periodic tasks it needs.
-EXTENSIONS: tuple[str, ...] = (
-    "app.entities.service",
-    "app.alerts.service",
-    "app.retention.service",
-    "app.notifications.outbox",
-    "app.metrics.service",
-)
-
-
-def build_state(config: Config) -> AppState:
-    """The database and everything else a request needs, from validated settings."""
-    if not config.webhook_tokens:
-        # Never serve ingest without a token: fall back to the instance folder's own.
-        token, created = load_or_create_token(config.instance, "webhook")
-        if created:
-            log.warning(
-                "no NINJAHOOK_WEBHOOK_TOKENS set: generated a webhook token in %s",
-                config.instance / "webhook-token",
-            )
-        config = config.replace(webhook_tokens=(token,))
-    if not config.api_tokens:
-        api_token = instance_token(config.instance, "api")
-        if api_token:
-            config = config.replace(api_tokens=(api_token,))
-    db = Database(
-        normalize_url(config.database_url, config.instance),
-        sqlite_synchronous=config.sqlite_synchronous,
-        sqlite_writer_lock=config.sqlite_writer_lock,
-    )
-    return AppState(config=config, db=db)
-
-
-def install_extensions(state: AppState) -> list[PeriodicTask]:
-    """Let every extension module register its hooks; collect its periodic tasks."""
-    tasks: list[PeriodicTask] = []
-    for name in EXTENSIONS:
-        install: Callable[[AppState], list[PeriodicTask]] = importlib.import_module(name).install
-        tasks.extend(install(state))
-    return tasks
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> FlaskApp:
@@ -93,8 +47,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> FlaskApp:
     validate_responses = bool(overrides.pop("validate_responses", False))
     config = load_config(overrides)
     state = build_state(config)
-    tasks = install_extensions(state)
-    scheduler = Scheduler(state, tasks)
+    scheduler = Scheduler(state, periodic_tasks(state))
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:

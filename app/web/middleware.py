@@ -8,7 +8,8 @@ from typing import Any
 from connexion.exceptions import ProblemException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.state import SCOPE_KEY, AppState, RequestState
+from app.state import AppState
+from app.web.request_state import SCOPE_KEY, RequestState
 
 
 class PayloadTooLarge(ProblemException):

@@ -11,8 +11,8 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.problem import problem
 
 from app.ingest.group_commit import IngestShuttingDown
-from app.ingest.service import keep_rejected
-from app.state import SCOPE_KEY, RequestState
+from app.ingest.rejected import keep_rejected
+from app.web.request_state import SCOPE_KEY, RequestState
 
 log = logging.getLogger(__name__)
 

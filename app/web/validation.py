@@ -29,8 +29,9 @@ from jsonschema import Draft4Validator, ValidationError
 from starlette.datastructures import MutableHeaders
 from starlette.types import Receive, Scope
 
+from app.ingest.rejected import Rejection
 from app.spec import to_json_schema
-from app.state import Rejection, request_state
+from app.web.request_state import request_state
 
 
 class InvalidBody(ValueError):

@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection that :meth:`app.storage.db.Database.migrate` passes."""
+"""Alembic environment: runs on the connection that Database.migrate passes (app.storage.db)."""
 
 from __future__ import annotations
 

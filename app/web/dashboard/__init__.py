@@ -31,7 +31,7 @@ from app.state import AppState
 from app.storage import activities as activity_store
 from app.storage import entities as entity_store
 from app.storage.alerts import AlertFilter
-from app.storage.notifications import DeliveryFilter
+from app.storage.notifications import NotificationFilter
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -196,7 +196,7 @@ def render_activity(state: AppState, activity_id: int) -> str | None:
         return None
     record.pop("payload")
     payload = pretty_json(raw)
-    routed = delivery_service.activity_deliveries(state, activity_id) or []
+    routed = delivery_service.activity_notifications(state, activity_id) or []
     return _env.get_template("activity.html").render(
         activity=record, payload=payload, deliveries=routed
     )
@@ -250,7 +250,7 @@ def render_dead_letters(
 def retry_dead_letter(state: AppState, delivery_uid: str) -> int:
     """Queue one dead letter again, as ``ninjahook deliveries retry`` does; returns 1,
     or 0 when no dead letter has that id."""
-    return delivery_service.retry_dead_letters(state.db, DeliveryFilter(uid=delivery_uid))
+    return delivery_service.retry_dead_letters(state.db, NotificationFilter(uid=delivery_uid))
 
 
 def render_alert(state: AppState, key: str) -> str | None:
