@@ -11,7 +11,6 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.problem import problem
 
 from app.ingest.group_commit import IngestShuttingDown
-from app.ingest.rejected import keep_rejected
 from app.web.request_state import SCOPE_KEY, RequestState
 
 log = logging.getLogger(__name__)
@@ -28,20 +27,13 @@ def storage_unavailable() -> ConnexionResponse:
 
 
 def bad_request(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
-    """400, keeping an authenticated delivery that failed validation."""
+    """400, naming the field of a delivery that failed validation (already kept as a
+    rejected delivery by the validator)."""
     assert isinstance(exc, BadRequestProblem)
     state: RequestState | None = request.scope.get(SCOPE_KEY)
     ext: dict[str, str] = {}
-    if state is not None and state.rejection is not None:
-        if state.rejection.field:
-            ext["field"] = state.rejection.field
-        try:
-            rejected_id = keep_rejected(state.app, state.rejection)
-        except sa.exc.SQLAlchemyError as db_exc:
-            # Not kept means not lost only if the sender retries: answer 503, not 400.
-            log.error("could not keep a rejected delivery: %s", db_exc.__class__.__name__)
-            return storage_unavailable()
-        log.warning("rejected delivery %d: %s", rejected_id, state.rejection.reason)
+    if state is not None and state.rejection is not None and state.rejection.field:
+        ext["field"] = state.rejection.field
     return problem(
         status=400,
         title="Bad Request",

@@ -14,8 +14,10 @@ which schema applies. Compared with Connexion's own JSON validator this one
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import logging
 import sys
 from collections.abc import AsyncGenerator
 from functools import lru_cache
@@ -29,9 +31,11 @@ from jsonschema import Draft4Validator, ValidationError
 from starlette.datastructures import MutableHeaders
 from starlette.types import Receive, Scope
 
-from app.ingest.rejected import Rejection
+from app.ingest.rejected import Rejection, keep_rejected
 from app.spec import to_json_schema
 from app.web.request_state import request_state
+
+log = logging.getLogger(__name__)
 
 
 class InvalidBody(ValueError):
@@ -188,6 +192,10 @@ class DeliveryBodyValidator(AbstractRequestBodyValidator):
                 truncated=False,
                 content_type=content_type,
             )
+            # Kept before the 400 leaves: a database error here propagates and is answered
+            # 503 (not kept means not lost only if the sender retries).
+            rejected_id = await asyncio.to_thread(keep_rejected, state.app, state.rejection)
+            log.warning("rejected delivery %d: %s", rejected_id, exc.detail)
             raise BadRequestProblem(detail=exc.detail) from None
         state.raw_body = raw
         state.payload = payload
