@@ -37,7 +37,7 @@ accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("NINJAHOOK_LOG_LEVEL", "info").lower()
 # One control socket per instance folder (gunicorn creates the folder when it is missing).
-_unused = str(load_config().instance / "gunicorn.ctl")
+control_socket = str(load_config().instance / "gunicorn.ctl")
 
 
 def on_starting(server: Any) -> None:
