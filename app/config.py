@@ -348,4 +348,16 @@ def load_config(
                 raise ConfigError(f"{source}: {exc}") from None
         else:
             values[setting.name] = raw
-    return Config(**values)
+    config = Config(**values)
+    check_token_roles(config)
+    return config
+
+
+def check_token_roles(config: Config) -> None:
+    """A token must not be both a webhook token and a read token: the one stored in
+    NinjaOne would then read everything. The message never contains the token."""
+    if set(config.webhook_tokens) & set(config.api_tokens):
+        raise ConfigError(
+            f"{SETTINGS_BY_NAME['webhook_tokens'].env} and {SETTINGS_BY_NAME['api_tokens'].env} "
+            "share a token: a webhook token must not also be a read token"
+        )

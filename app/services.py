@@ -11,7 +11,7 @@ import logging
 
 from app.alerts.service import apply_new_activity
 from app.background import PeriodicTask
-from app.config import Config
+from app.config import Config, check_token_roles
 from app.entities.service import WrittenEntities, cache_updater
 from app.ingest.pipeline import Pipeline, Stage
 from app.metrics.service import CounterBuffer
@@ -73,6 +73,9 @@ def with_instance_tokens(config: Config) -> Config:
         api_token = instance_token(config.instance, "api")
         if api_token:
             config = config.replace(api_tokens=(api_token,))
+    # Again with the generated tokens: a configured read token may equal a generated
+    # webhook token (or the other way round).
+    check_token_roles(config)
     return config
 
 

@@ -70,7 +70,11 @@ def list_rejected(
     limit: int = 50, cursor: str | None = None
 ) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Rejected deliveries, newest first."""
-    return reads.rejected_page(app_state(), limit=limit, before_id=decode_cursor(cursor)), 200, JSON
+    return (
+        reads.rejected_page(app_state(), limit=limit, before_id=decode_cursor(cursor, bits=32)),
+        200,
+        JSON,
+    )
 
 
 def list_spec_drift() -> tuple[dict[str, Any], int, dict[str, str]]:

@@ -26,7 +26,9 @@ def list_deliveries(
         destination=destination,
         statuses=(status,) if status else None,
     )
-    page = reads.notification_page(app_state(), flt, limit=limit, before_seq=decode_cursor(cursor))
+    page = reads.notification_page(
+        app_state(), flt, limit=limit, before_seq=decode_cursor(cursor, bits=32)
+    )
     return page, 200, JSON
 
 

@@ -20,7 +20,7 @@ def list_devices(
     page = entities.device_page(
         app_state(),
         limit=limit,
-        after_id=decode_cursor(cursor),
+        after_id=decode_cursor(cursor, bits=32),
         organization_id=organization_id,
         location_id=location_id,
     )
@@ -39,7 +39,9 @@ def list_organizations(
     limit: int = 50, cursor: str | None = None
 ) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Cached organizations by id."""
-    page = entities.organization_page(app_state(), limit=limit, after_id=decode_cursor(cursor))
+    page = entities.organization_page(
+        app_state(), limit=limit, after_id=decode_cursor(cursor, bits=32)
+    )
     return page, 200, JSON
 
 
@@ -48,6 +50,9 @@ def list_locations(
 ) -> tuple[dict[str, Any], int, dict[str, str]]:
     """Cached locations by id."""
     page = entities.location_page(
-        app_state(), limit=limit, after_id=decode_cursor(cursor), organization_id=organization_id
+        app_state(),
+        limit=limit,
+        after_id=decode_cursor(cursor, bits=32),
+        organization_id=organization_id,
     )
     return page, 200, JSON

@@ -92,3 +92,13 @@ def test_a_rejected_delivery_that_cannot_be_kept_is_answered_503(app: Any, clien
     assert response.status_code == 503
     assert response.headers["Retry-After"]
     assert response.headers["Content-Type"] == "application/problem+json"
+
+
+def test_a_read_token_equal_to_the_generated_webhook_token_is_refused(tmp_path: Path) -> None:
+    instance = tmp_path / "instance"
+    first = build_state(load_config({"instance_path": str(instance)}))
+    first.db.dispose()
+    generated = (instance / "webhook-token").read_text().strip()
+    with pytest.raises(ConfigError, match="NINJAHOOK_API_TOKENS") as raised:
+        build_state(load_config({"instance_path": str(instance), "api_tokens": generated}))
+    assert generated not in str(raised.value)

@@ -26,6 +26,7 @@ from app.web.metrics_middleware import IngestMetricsMiddleware
 from app.web.middleware import (
     BodyLimitMiddleware,
     BodyTimeoutMiddleware,
+    ContentTypeMiddleware,
     HeaderLimitMiddleware,
     RequestStateMiddleware,
 )
@@ -100,6 +101,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> FlaskApp:
         limit=config.max_body_bytes,
     )
     app.add_middleware(HeaderLimitMiddleware, position=MiddlewarePosition.BEFORE_SWAGGER)
+    # Inside the header limit, outside everything of Connexion's that reads Content-Type.
+    app.add_middleware(ContentTypeMiddleware, position=MiddlewarePosition.BEFORE_SWAGGER)
     app.add_middleware(
         BodyTimeoutMiddleware,
         position=MiddlewarePosition.BEFORE_SWAGGER,

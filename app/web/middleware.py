@@ -158,3 +158,43 @@ class BodyTimeoutMiddleware:
             return message
 
         await self.app(scope, timed_receive, send)
+
+
+def normalize_content_type(value: bytes) -> bytes:
+    """A Content-Type value with its media type and parameter names in lower case.
+
+    Media types and parameter names are case-insensitive (RFC 9110, 8.3.1), but Connexion
+    picks the body validator by an exact, case-sensitive lookup: ``Application/Json``
+    passed its media-type check and then skipped validation altogether. Parameter values
+    (a multipart boundary is case-sensitive) are kept as sent; whitespace around the
+    parts is dropped, so that ``charset`` is found after ``; ``.
+    """
+    media_type, _, parameters = value.partition(b";")
+    parts = [media_type.strip().lower()]
+    for parameter in parameters.split(b";") if parameters else []:
+        name, equals, param_value = parameter.partition(b"=")
+        if name.strip():
+            parts.append(name.strip().lower() + equals + param_value.strip())
+    return b";".join(parts)
+
+
+class ContentTypeMiddleware:
+    """Normalizes the Content-Type header (see :func:`normalize_content_type`) before any
+    other layer reads it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            for index, (name, value) in enumerate(headers):
+                if name == b"content-type":
+                    normalized = normalize_content_type(value)
+                    if normalized != value:
+                        headers = list(headers)
+                        headers[index] = (name, normalized)
+                        scope = dict(scope)
+                        scope["headers"] = headers
+                    break
+        await self.app(scope, receive, send)

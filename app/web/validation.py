@@ -7,6 +7,7 @@ which schema applies. Compared with Connexion's own JSON validator this one
 * answers invalid UTF-8, NaN/Infinity, duplicate keys and absurd nesting with a
   400 that says so, instead of a 500 or a silent guess,
 * validates with a compiled validator (fastjsonschema) whose errors name the field,
+  with draft 4 integers: ``1.0`` and ``1e3`` are numbers, not integers,
 * leaves ``x-extensible-enum`` values open: they are documentation, not checks,
 * hands the exact bytes and the parsed payload to the handler, which parses nothing,
 * records why an authenticated delivery was rejected, so it can be kept.
@@ -95,9 +96,16 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return value
 
 
+# OpenAPI 3.0 schemas follow JSON Schema draft 4/5, where an integer is a JSON number
+# without a fraction or exponent. Under draft 6 and later (fastjsonschema's default) 1.0
+# is an integer, so ``"id": 9007199254740993.0`` passed as the float 9007199254740992.0:
+# acknowledged, and stored as (or taken for a duplicate of) another activity.
+_DRAFT_04 = "http://json-schema.org/draft-04/schema#"
+
+
 @lru_cache(maxsize=16)
 def _compiled(schema_json: str) -> Any:
-    return fastjsonschema.compile(to_json_schema(json.loads(schema_json)))
+    return fastjsonschema.compile({"$schema": _DRAFT_04, **to_json_schema(json.loads(schema_json))})
 
 
 # Connexion builds a new body validator for every request but hands it the same schema
