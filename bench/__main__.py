@@ -494,7 +494,7 @@ def main(
     ]
     for name, result, (in_range, total), samples in storms:
         answers = ", ".join(f"{s}: {n:,}" for s, n in sorted(result.statuses.items()))
-        rss = " / ".join(
+        rss_text = " / ".join(
             " → ".join(f"{sample:.0f}" for sample in worker)
             for worker in zip(*samples, strict=False)
         )
@@ -502,7 +502,7 @@ def main(
         lines.append(
             f"| {name} | {result.activities:,} | {result.senders} | {result.seconds:.1f} "
             f"| {fmt(result.activities / result.seconds)} | {in_range:,} of {total:,}: {verdict} "
-            f"| {answers} | {result.retries} | {fmt(result.p99_ms, 1)} | {rss} |"
+            f"| {answers} | {result.retries} | {fmt(result.p99_ms, 1)} | {rss_text} |"
         )
     lines += [
         "",

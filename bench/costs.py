@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.ninjaone.webhook_config import INGEST_PATH
 from bench import load
 
 TOKEN = "whk_bench_token_0123456789abcdef"
@@ -57,8 +58,8 @@ async def _post(app: Any, raw: bytes) -> int:
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": load.INGEST_PATH,
-        "raw_path": load.INGEST_PATH.encode(),
+        "path": INGEST_PATH,
+        "raw_path": INGEST_PATH.encode(),
         "query_string": b"",
         "root_path": "",
         "headers": [

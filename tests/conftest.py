@@ -4,26 +4,31 @@ SQLite always runs. When NINJAHOOK_TEST_DATABASE_URL points at a PostgreSQL
 server, every test that uses ``database_url`` also runs there: a throwaway
 database is created and migrated once per session, emptied before each test
 and dropped at the end.
+
+Only fixtures live here; the helpers they use are in :mod:`tests.support`.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
-from app.storage.db import Database, normalize_url
-from app.storage.tables import metadata
-from tests.support import API_TOKEN, WEBHOOK_TOKEN, LiveServer
+from app.storage.db import Database
+from tests.support import (
+    API_TOKEN,
+    BACKENDS,
+    WEBHOOK_TOKEN,
+    LiveServer,
+    create_pg_database,
+    drop_pg_database,
+    migrate_database,
+    migrated_empty_database,
+)
 
-PG_ADMIN_URL = os.environ.get("NINJAHOOK_TEST_DATABASE_URL", "")
-BACKENDS = ["sqlite"] + (["postgresql"] if PG_ADMIN_URL else [])
 _ENV_PREFIXES = ("NINJAHOOK_", "NINJAONE_", "GUNICORN_CMD_ARGS")
 
 
@@ -35,39 +40,11 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def _pg_url(dbname: str) -> str:
-    return normalize_url(
-        sa.engine.make_url(PG_ADMIN_URL).set(database=dbname).render_as_string(False),
-        Path("."),
-    )
-
-
-def create_pg_database(prefix: str = "ninjahook_test") -> str:
-    """Create an empty PostgreSQL database; returns its psycopg URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(normalize_url(PG_ADMIN_URL, Path(".")), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return _pg_url(name)
-
-
-def drop_pg_database(url: str) -> None:
-    """Drop a database made by :func:`create_pg_database`, closing its sessions."""
-    name = sa.engine.make_url(url).database
-    admin = sa.create_engine(normalize_url(PG_ADMIN_URL, Path(".")), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 @pytest.fixture(scope="session")
 def pg_session_url() -> Iterator[str]:
     """One migrated PostgreSQL database for the whole session."""
     url = create_pg_database()
-    db = Database(url)
-    db.migrate()
-    db.dispose()
+    migrate_database(url)
     yield url
     drop_pg_database(url)
 
@@ -82,28 +59,6 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     db.dispose()
     return path
-
-
-def empty_all_tables(url: str) -> None:
-    """Delete every row in every table (PostgreSQL: one TRUNCATE)."""
-    engine = sa.create_engine(url)
-    names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-    engine.dispose()
-
-
-def migrated_empty_database(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> str:
-    """A migrated, empty database: a copy of the SQLite template in ``tmp_path``, or the
-    session's PostgreSQL database emptied."""
-    if backend == "sqlite":
-        target = tmp_path / "instance" / "ninjahook.sqlite3"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(request.getfixturevalue("sqlite_template"), target)
-        return f"sqlite:///{target}"
-    url: str = request.getfixturevalue("pg_session_url")
-    empty_all_tables(url)
-    return url
 
 
 @pytest.fixture(params=BACKENDS)

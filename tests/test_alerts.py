@@ -13,7 +13,9 @@ from click.testing import CliRunner
 from app.alerts import service as alerts
 from app.alerts.service import alert_key
 from app.cli.main import main as cli
+from app.ingest.pipeline import Stage
 from app.ingest.service import ingest_activity
+from app.storage import alerts as alert_store
 from app.storage.alerts import all_alerts
 from tests.support import (
     API_HEADERS,
@@ -380,11 +382,11 @@ def test_many_repeated_triggers_keep_the_latest_description(state: Any) -> None:
     with state.db.connect() as conn:
         assert all_alerts(conn) == [row] == _rebuilt(state)
     with state.db.connect() as conn:
-        assert len(alerts.store.alert_events(conn, SERIES)) == 61
+        assert len(alert_store.alert_events(conn, SERIES)) == 61
 
 
 def _alert_statements(state: Any, payload: dict[str, Any]) -> list[str]:
-    state.new_activity_hooks[:] = [alerts.apply_new_activity]
+    state.pipeline.stages[:] = [Stage("alerts", alerts.apply_new_activity)]
     with recorded_statements(state.db.engine) as statements:
         ingest_activity(state, body(payload), payload)
     return [s for s in statements if "alert" in s.lower()]

@@ -14,11 +14,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.storage.db import Database
 from app.web.auth import session_value
-from tests.conftest import BACKENDS, create_pg_database, drop_pg_database
-from tests.reliability.harness import server_env, stored_counts
-from tests.support import INGEST_PATH, GunicornServer, body, minimal_activity
+from tests.reliability.harness import stored_counts
+from tests.support import (
+    BACKENDS,
+    INGEST_PATH,
+    GunicornServer,
+    body,
+    minimal_activity,
+    scratch_database,
+    start_gunicorn,
+)
 
 OLD_TOKEN = "whk_old_Q8f3LzT1mW0vR7yK"
 NEW_TOKEN = "whk_new_J2c9XbN5pE4sH6dA"
@@ -48,14 +54,15 @@ class Deployment:
 
     def start(self, webhook_tokens: str) -> GunicornServer:
         self.stop()
-        env = server_env(
+        self.server = start_gunicorn(
             self.database_url,
             self.instance,
+            workers=1,
+            log_path=self.log,
             NINJAHOOK_WEBHOOK_TOKENS=webhook_tokens,
             NINJAHOOK_API_TOKENS=READ_TOKEN,
             NINJAHOOK_LOG_LEVEL="debug",
         )
-        self.server = GunicornServer(env, workers=1, log_path=self.log).start()
         return self.server
 
     def stop(self) -> None:
@@ -74,21 +81,13 @@ def deployment(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
     tmp = tmp_path_factory.mktemp("auth")
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp / 'ninjahook.sqlite3'}"
-    else:
-        url = create_pg_database("ninjahook_auth")
-    db = Database(url)
-    db.migrate()
-    db.dispose()
-    dep = Deployment(url, tmp / "instance", tmp / "gunicorn.log")
-    dep.start(f"{OLD_TOKEN},{NEW_TOKEN}")
-    try:
-        yield dep
-    finally:
-        dep.stop()
-        if request.param == "postgresql":
-            drop_pg_database(url)
+    with scratch_database(request.param, tmp, "ninjahook_auth") as url:
+        dep = Deployment(url, tmp / "instance", tmp / "gunicorn.log")
+        dep.start(f"{OLD_TOKEN},{NEW_TOKEN}")
+        try:
+            yield dep
+        finally:
+            dep.stop()
 
 
 def ingest(dep: Deployment, activity_id: int, *, headers: dict[str, str], query: str = "") -> int:

@@ -13,10 +13,9 @@ import sqlalchemy as sa
 
 from app.background import Scheduler
 from app.config import load_config
-from app.entities.service import install
 from app.ninjaone.emulator import Emulator
+from app.services import build_state, periodic_tasks
 from app.storage.tables import activities
-from app.web.factory import build_state
 from tests.support import (
     API_HEADERS,
     LiveServer,
@@ -147,7 +146,7 @@ def test_periodic_backfill_runs_in_the_server_only_when_configured(
     base = {k: v for k, v in settings.items() if k != "validate_responses"}
     for overrides in (creds, {"backfill_interval": "15m"}):  # interval off; no credentials
         idle = build_state(load_config({**base, **overrides}))
-        assert install(idle) == []
+        assert "ninjaone-backfill" not in [task.name for task in periodic_tasks(idle)]
         idle.db.dispose()
 
     app = make_app(backfill_interval="15m", **creds)

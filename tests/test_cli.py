@@ -15,9 +15,8 @@ from click.testing import CliRunner
 
 from app.cli.main import main
 from app.config import SETTINGS, ConfigError, load_config
-from tests.support import INGEST_PATH, body, free_port, minimal_activity
+from tests.support import INGEST_PATH, ROOT, body, free_port, minimal_activity
 
-ROOT = Path(__file__).resolve().parent.parent
 NINJAHOOK = str(Path(sys.executable).with_name("ninjahook"))
 
 

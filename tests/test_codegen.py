@@ -11,12 +11,15 @@ import pytest
 
 from app.spec import SPEC_PATH, codegen, load_spec, operation_ids
 from app.spec.generated import KNOWN_VALUES, OPERATION_IDS
+from tests.support import load_reference
 
 ROOT = SPEC_PATH.parent
 
 
 def test_generated_module_is_up_to_date() -> None:
-    assert (ROOT / "app" / "generated.py").read_text() == codegen.render_generated(load_spec())
+    assert (ROOT / "app" / "spec" / "generated.py").read_text() == codegen.render_generated(
+        load_spec()
+    )
 
 
 def test_check_passes_on_the_committed_tree() -> None:
@@ -31,9 +34,7 @@ def test_check_passes_on_the_committed_tree() -> None:
 
 
 def test_known_values_come_from_the_spec() -> None:
-    import json
-
-    enums = json.loads((ROOT.parent / "shared" / "reference" / "ninjaone-enums.json").read_text())
+    enums = load_reference("ninjaone-enums.json")
     assert KNOWN_VALUES[("activityType",)] == frozenset(enums["activityType"])
     assert KNOWN_VALUES[("statusCode",)] == frozenset(enums["statusCode"])
     assert len(KNOWN_VALUES[("statusCode",)]) == 660
@@ -46,7 +47,7 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the spec and handlers/ that codegen may write into."""
     shutil.copy(SPEC_PATH, tmp_path / "webhook.yaml")
     shutil.copytree(ROOT / "handlers", tmp_path / "handlers")
-    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "spec").mkdir(parents=True)
     monkeypatch.setattr(codegen, "ROOT", tmp_path)
     return tmp_path
 
@@ -76,14 +77,14 @@ def test_stub_for_a_new_operation_and_implemented_handlers_untouched(sandbox: Pa
 
 
 def test_check_fails_when_generated_module_is_stale(sandbox: Path) -> None:
-    (sandbox / "app" / "generated.py").write_text("# stale\n")
+    (sandbox / "app" / "spec" / "generated.py").write_text("# stale\n")
     result = subprocess.run(
         [
             sys.executable,
             "-c",
             "import sys, app.spec.codegen as c, pathlib; c.ROOT = pathlib.Path(sys.argv[1]); "
-            "c.GENERATED_PATH = c.ROOT / 'app' / 'generated.py'; c.main(['--check', '--spec', "
-            "str(c.ROOT / 'webhook.yaml')])",
+            "c.GENERATED_PATH = c.ROOT / 'app' / 'spec' / 'generated.py'; "
+            "c.main(['--check', '--spec', str(c.ROOT / 'webhook.yaml')])",
             str(sandbox),
         ],
         cwd=ROOT,

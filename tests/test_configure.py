@@ -11,15 +11,13 @@ import jsonschema
 import pytest
 
 from app.ninjaone.emulator import Emulator
-from tests.support import WEBHOOK_TOKEN, free_port, ninjaone_env, run_cli
-
-REFERENCE = Path(__file__).resolve().parents[2] / "shared/reference/ninjaone-api-v2-subset.json"
+from tests.support import WEBHOOK_TOKEN, free_port, load_reference, ninjaone_env, run_cli
 
 
 @pytest.fixture(scope="module")
 def webhook_schema() -> dict[str, Any]:
     """NinjaOne's WebhookConfiguration schema, with nothing extra allowed, so a typo fails."""
-    schema: dict[str, Any] = json.loads(REFERENCE.read_text())["components"]["schemas"][
+    schema: dict[str, Any] = load_reference("ninjaone-api-v2-subset.json")["components"]["schemas"][
         "WebhookConfiguration"
     ]
     strict = json.loads(json.dumps(schema))

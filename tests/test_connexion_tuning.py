@@ -7,7 +7,6 @@ import importlib.metadata
 import inspect
 import io
 import re
-from pathlib import Path
 from typing import Any
 
 import connexion.apps.flask
@@ -25,13 +24,12 @@ from app.web import connexion_tuning
 from tests.support import (
     API_HEADERS,
     INGEST_PATH,
+    ROOT,
     WEBHOOK_HEADERS,
     WEBHOOK_TOKEN,
     body,
     condition_activity,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_connexion_is_the_pinned_version_everywhere() -> None:

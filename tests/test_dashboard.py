@@ -231,7 +231,7 @@ def routed_to_a_down_destination(
 
 
 def delivery_ids(state: Any, activity_id: int) -> list[str]:
-    return [d["id"] for d in service.activity_deliveries(state, activity_id) or []]
+    return [d["id"] for d in service.activity_notifications(state, activity_id) or []]
 
 
 def dead_ids(state: Any) -> list[str]:
@@ -317,7 +317,7 @@ def test_retry_needs_the_session_the_form_token_and_this_origin(
         assert r.status_code == 303
         assert r.headers["location"] == "/ui/dead-letters?retried=1"
         assert dead_ids(state) == []
-        (row,) = service.activity_deliveries(state, 71) or []
+        (row,) = service.activity_notifications(state, 71) or []
         assert (row["status"], row["attempts"]) == ("pending", 0)
         assert "1 queued again" in client.get(r.headers["location"]).text
         # The same form again: it is no longer a dead letter.

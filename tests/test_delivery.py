@@ -106,7 +106,7 @@ def write_routes(tmp_path: Path, destinations: dict[str, Any]) -> Path:
 
 def rows(state: Any, **flt: Any) -> list[Any]:
     with state.db.connect() as conn:
-        return store.list_deliveries(conn, store.DeliveryFilter(**flt), limit=1000)
+        return store.list_notifications(conn, store.NotificationFilter(**flt), limit=1000)
 
 
 def test_triggered_and_reset_reach_exactly_the_matching_routes(
@@ -185,7 +185,7 @@ def test_triggered_and_reset_reach_exactly_the_matching_routes(
     finally:
         down.stop()
     assert service.dead_letters(state)["items"] == []
-    metrics = service.delivery_metrics(state)
+    metrics = service.notification_metrics(state)
     assert metrics.queue_depth == 0 and metrics.oldest_pending_age == 0.0
     assert {(c.destination, c.status): c.count for c in metrics.counts} == {
         ("flaky", "delivered"): 2,
@@ -360,10 +360,10 @@ def test_a_worker_killed_mid_delivery_leaves_it_to_be_retried(
     (row,) = rows(state)
     assert row.status == "delivering" and row.attempts == 1
     time.sleep(max(0.0, row.lease_expires_at - time.time()) + 0.1)
-    proc = subprocess.run(
+    drained = subprocess.run(
         [ninjahook, "worker", "--drain"], cwd=ROOT, env=env, capture_output=True, timeout=60
     )
-    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert drained.returncode == 0, drained.stderr.decode()[-2000:]
     (row,) = rows(state)
     try:
         assert row.status == "delivered"
@@ -509,7 +509,7 @@ def test_secrets_never_reach_the_logs_or_the_outbox(
     chat = DestinationServer(port=port).start()
     try:
         with state.db.begin() as conn:
-            assert store.requeue(conn, store.DeliveryFilter(), time.time()) == 1
+            assert store.requeue(conn, store.NotificationFilter(), time.time()) == 1
         settle_deliveries(state)
     finally:
         chat.stop()

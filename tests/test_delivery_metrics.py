@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.notifications import reads as service
-from app.storage.notifications import DeliveryFilter
+from app.storage.notifications import NotificationFilter
 from app.storage.tables import deliveries
 from tests.support import (
     API_HEADERS,
@@ -77,7 +77,7 @@ def test_metrics_follow_deliveries_from_pending_to_dead_to_delivered(
 
         destination = DestinationServer(port=port).start()
         try:
-            assert service.retry_dead_letters(state.db, DeliveryFilter()) == 2
+            assert service.retry_dead_letters(state.db, NotificationFilter()) == 2
             assert delivery_samples(client)[DEPTH] == 2
             settle_deliveries(state)
         finally:

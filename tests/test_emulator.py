@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -17,11 +16,9 @@ import pytest
 
 from app.ninjaone.client import Credentials, NinjaOneClient
 from app.ninjaone.emulator import Emulator
-from tests.support import ROOT, DestinationServer, free_port
+from tests.support import ROOT, DestinationServer, free_port, load_reference
 
-REFERENCE = json.loads((ROOT.parent / "shared/reference/ninjaone-api-v2-subset.json").read_text())[
-    "components"
-]["schemas"]
+REFERENCE = load_reference("ninjaone-api-v2-subset.json")["components"]["schemas"]
 
 
 NINJAHOOK = str(Path(sys.executable).with_name("ninjahook"))

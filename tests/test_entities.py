@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from app.entities import service as entities
+from app.ingest.pipeline import Stage, StoredActivity
 from app.ingest.service import ingest_activity
 from app.ninjaone.emulator import Emulator
-from app.state import StoredActivity
 from tests.support import (
     API_HEADERS,
     INGEST_PATH,
@@ -268,7 +268,7 @@ def test_identical_data_no_newer_than_what_was_committed_is_not_written_again(
 def test_a_rolled_back_write_is_written_again(client: Any, state: Any) -> None:
     payload = condition_activity(80, activity_time=2000.0)
     stored = StoredActivity(id=80, source="webhook", received_at=2000.0, row={})
-    (hook,) = [h for h in state.new_activity_hooks if h.__module__ == "app.entities.service"]
+    hook = state.pipeline.stage("entities").run
     with pytest.raises(RuntimeError), state.db.begin() as conn:
         hook(conn, payload, stored)
         raise RuntimeError("the delivery's transaction fails after the hook")
@@ -290,11 +290,11 @@ def test_a_write_whose_commit_fails_is_written_again(client: Any, state: Any) ->
         conn.exec_driver_sql(f"INSERT INTO scratch_child VALUES ({stored.id}, -1)")
 
     try:
-        state.new_activity_hooks.append(orphan)
+        state.pipeline.stages.append(Stage("orphan", orphan))
         payload = condition_activity(85, activity_time=2000.0)
         with pytest.raises(sa.exc.IntegrityError):
             ingest_activity(state, body(payload), payload)
-        state.new_activity_hooks.remove(orphan)
+        state.pipeline.stages.remove(Stage("orphan", orphan))
         assert len(entity_statements(state, payload)) == 3
         assert get(client, "/devices/42")["displayName"] == "SRV-042"
     finally:
@@ -306,7 +306,7 @@ def test_a_write_whose_commit_fails_is_written_again(client: Any, state: Any) ->
 def test_the_written_entities_memory_is_bounded(state: Any) -> None:
     written = entities.WrittenEntities(capacity=4)
     written.attach(state.db.engine)
-    state.new_activity_hooks[:] = [entities.cache_updater(written)]
+    state.pipeline.stages[:] = [Stage("entities", entities.cache_updater(written))]
     for n in range(10):
         ingest_activity(state, body(p := condition_activity(90 + n, device_id=n)), p)
     assert len(written._entries) == 4

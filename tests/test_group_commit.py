@@ -32,17 +32,19 @@ import pytest
 import sqlalchemy as sa
 
 from app.ingest.group_commit import GroupCommitter, committer_for, stop_committer
+from app.ingest.pipeline import Stage, StoredActivity
 from app.ingest.service import IngestResult
-from app.state import AppState, StoredActivity
+from app.state import AppState
 from app.storage import activities as store
 from app.storage.tables import activities
-from tests.conftest import PG_ADMIN_URL, migrated_empty_database
 from tests.support import (
     INGEST_PATH,
+    PG_ADMIN_URL,
     WEBHOOK_HEADERS,
     LiveServer,
     body,
     condition_activity,
+    migrated_empty_database,
     minimal_activity,
 )
 
@@ -177,7 +179,7 @@ async def batches_held(
             yield Held(release)
         return
     gate = Gate(blocker_id)
-    state.new_activity_hooks.insert(0, gate)
+    state.pipeline.stages.insert(0, Stage("gate", gate))
     try:
         blocker = asyncio.create_task(submit(committer, minimal_activity(blocker_id)))
         assert await asyncio.to_thread(gate.entered.wait, 5), "the blocker never reached the gate"
@@ -188,7 +190,7 @@ async def batches_held(
             first = await blocker
         assert (first.id, first.duplicate) == (blocker_id, False)
     finally:
-        state.new_activity_hooks.remove(gate)
+        state.pipeline.stages.remove(Stage("gate", gate))
 
 
 @dataclass
@@ -344,13 +346,14 @@ def test_the_same_id_twice_in_one_batch_is_one_new_and_one_duplicate(
     assert row_count(state, 700) == 1
     assert stored_ids(state) == sorted([*together.blocker_ids, 700])
     with state.db.connect() as conn:
-        assert store.get_activity(conn, 700).message == "first"
+        kept = store.get_activity(conn, 700)
+        assert kept is not None and kept.message == "first"
 
 
 def test_a_failing_delivery_fails_alone_and_the_rest_of_its_batch_is_stored(
     state: AppState, committer: GroupCommitter, caplog: pytest.LogCaptureFixture
 ) -> None:
-    state.new_activity_hooks.append(fail_for(803))
+    state.pipeline.stages.append(Stage("fail", fail_for(803)))
     batch = [801, 802, 803, 804, 805]
     with caplog.at_level(logging.WARNING, logger="app.ingest.group_commit"):
         together = asyncio.run(
@@ -431,7 +434,7 @@ def test_stop_stores_what_was_queued_and_refuses_what_comes_after(
 def test_a_hook_failure_through_http_is_a_problem_and_spares_its_neighbour(
     server: LiveServer, state: AppState, caplog: pytest.LogCaptureFixture
 ) -> None:
-    state.new_activity_hooks.append(fail_for(77))
+    state.pipeline.stages.append(Stage("fail", fail_for(77)))
     committer = committer_for(state)
     with caplog.at_level(logging.WARNING, logger="app.ingest.group_commit"):
         if committer._on_loop:
@@ -449,7 +452,7 @@ def test_a_hook_failure_through_http_is_a_problem_and_spares_its_neighbour(
         else:
             # Thread mode: the writer thread is held inside the blocker's transaction.
             gate = Gate(blocker_id=1)
-            state.new_activity_hooks.insert(0, gate)
+            state.pipeline.stages.insert(0, Stage("gate", gate))
             blocker_ids = [1]
             with ThreadPoolExecutor(3) as pool:
                 blocker = pool.submit(post, server.url, minimal_activity(1))
@@ -528,7 +531,8 @@ def test_deliveries_wait_for_a_writer_lock_held_elsewhere_while_the_loop_keeps_s
     assert stored_ids(state) == [41, 42, 43]
     assert row_count(state, 41) == 1
     with state.db.connect() as conn:
-        assert store.get_activity(conn, 41).message == "first"
+        kept = store.get_activity(conn, 41)
+        assert kept is not None and kept.message == "first"
 
 
 @LOOP_MODE_ONLY

@@ -14,16 +14,14 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from app.storage.db import Database
-from tests.conftest import BACKENDS, create_pg_database, drop_pg_database
-from tests.reliability.harness import rss_kib, server_env, stored_counts
+from tests.reliability.harness import rss_kib, stored_counts
 from tests.support import (
+    BACKENDS,
     INGEST_PATH,
     WEBHOOK_HEADERS,
     WEBHOOK_TOKEN,
@@ -31,6 +29,8 @@ from tests.support import (
     body,
     condition_activity,
     minimal_activity,
+    scratch_database,
+    start_gunicorn,
 )
 
 BODY_TIMEOUT = 2.0
@@ -55,21 +55,18 @@ def target(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Target]:
     tmp = tmp_path_factory.mktemp("hostile")
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp / 'ninjahook.sqlite3'}"
-    else:
-        url = create_pg_database("ninjahook_hostile")
-    db = Database(url)
-    db.migrate()
-    db.dispose()
-    env = server_env(url, tmp / "instance", NINJAHOOK_BODY_TIMEOUT=str(BODY_TIMEOUT))
-    server = GunicornServer(env, workers=1, log_path=tmp / "gunicorn.log").start()
-    try:
-        yield Target(server, url, server.worker_pids()[0])
-    finally:
-        server.stop()
-        if request.param == "postgresql":
-            drop_pg_database(url)
+    with scratch_database(request.param, tmp, "ninjahook_hostile") as url:
+        server = start_gunicorn(
+            url,
+            tmp / "instance",
+            workers=1,
+            log_path=tmp / "gunicorn.log",
+            NINJAHOOK_BODY_TIMEOUT=str(BODY_TIMEOUT),
+        )
+        try:
+            yield Target(server, url, server.worker_pids()[0])
+        finally:
+            server.stop()
 
 
 @pytest.fixture
@@ -249,7 +246,10 @@ def _raw_request(target: Target, head: bytes, payload: bytes) -> httpx.Response:
 def _parse_response(received: bytes) -> httpx.Response:
     head_part, _, content = received.partition(b"\r\n\r\n")
     status_line, *header_lines = head_part.decode("latin-1").split("\r\n")
-    headers = [tuple(part.strip() for part in line.split(":", 1)) for line in header_lines]
+    headers = [
+        (name.strip(), value.strip())
+        for name, value in (line.split(":", 1) for line in header_lines)
+    ]
     return httpx.Response(int(status_line.split()[1]), headers=headers, content=content)
 
 
@@ -299,6 +299,7 @@ def test_server_still_stores_a_valid_delivery_after_the_corpus(target: Target) -
 
 
 def test_log_holds_no_token_after_the_corpus(target: Target) -> None:
-    log = Path(target.server.log_path).read_text(errors="replace")
+    assert target.server.log_path is not None
+    log = target.server.log_path.read_text(errors="replace")
     assert "POST /webhooks/ninjarmm/activity" in log
     assert WEBHOOK_TOKEN not in log

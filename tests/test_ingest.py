@@ -86,7 +86,8 @@ def test_redelivery_is_a_duplicate_and_first_delivery_wins(client: Any, state: A
     r = client.post(INGEST_PATH, content=body(second), headers=WEBHOOK_HEADERS)
     assert r.status_code == 200 and r.json() == {"id": 2000, "duplicate": True}
     with state.db.connect() as conn:
-        assert store.get_activity(conn, 2000).message == "first"
+        stored = store.get_activity(conn, 2000)
+        assert stored is not None and stored.message == "first"
         assert store.count_activities(conn) == 1
 
 

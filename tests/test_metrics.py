@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,15 +12,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.metrics import service as metrics
 from tests.support import (
     API_HEADERS,
-    API_TOKEN,
     INGEST_PATH,
     WEBHOOK_HEADERS,
     WEBHOOK_TOKEN,
-    GunicornServer,
     body,
     condition_activity,
     deliver,
     minimal_activity,
+    start_gunicorn,
 )
 
 
@@ -113,15 +113,10 @@ def test_metrics_need_a_read_token_unless_public(make_app: Any) -> None:
         assert client.get("/metrics").status_code == 200
 
 
-def test_counts_add_up_across_gunicorn_workers(database_url: str, tmp_path: Any) -> None:
-    env = {
-        "NINJAHOOK_DATABASE_URL": database_url,
-        "NINJAHOOK_INSTANCE_PATH": str(tmp_path / "instance"),
-        "NINJAHOOK_WEBHOOK_TOKENS": WEBHOOK_TOKEN,
-        "NINJAHOOK_API_TOKENS": API_TOKEN,
-        "NINJAHOOK_BACKGROUND_TASKS": "0",
-    }
-    server = GunicornServer(env, workers=2, log_path=tmp_path / "gunicorn.log").start()
+def test_counts_add_up_across_gunicorn_workers(database_url: str, tmp_path: Path) -> None:
+    server = start_gunicorn(
+        database_url, tmp_path / "instance", workers=2, log_path=tmp_path / "gunicorn.log"
+    )
     try:
         # New connections spread deliveries over both workers.
         for n in range(40):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from alembic.migration import MigrationContext
 
 from app.storage.db import Database
 from app.storage.tables import metadata
-from tests.conftest import BACKENDS, create_pg_database, drop_pg_database
+from tests.support import BACKENDS, scratch_database
 
 # SQLite's FTS5 text search (migration 0005) is a virtual table with shadow tables and
 # triggers that SQLAlchemy cannot describe, so app/storage/tables.py leaves them out.
@@ -46,13 +46,10 @@ def _text_search_filter(dialect: str) -> Callable[[Any, str | None, str, bool, A
 
 
 @pytest.fixture(params=BACKENDS)
-def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
-        return
-    url = create_pg_database("ninjahook_migr")
-    yield url
-    drop_pg_database(url)
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty, unmigrated database of each configured backend."""
+    with scratch_database(request.param, tmp_path, "ninjahook_migr") as url:
+        yield url
 
 
 def test_migrations_match_the_table_definitions(empty_database: str) -> None:

@@ -21,8 +21,7 @@ from app.storage import prepared
 from app.storage.db import Database, normalize_url
 from app.storage.prepared import Prepared
 from app.storage.tables import activities, alert_activities, alerts
-from tests.conftest import PG_ADMIN_URL
-from tests.support import body, condition_activity, recorded_statements
+from tests.support import PG_ADMIN_URL, body, condition_activity, recorded_statements
 
 
 @pytest.fixture
@@ -194,7 +193,8 @@ def test_recorded_statements_include_what_ingest_prepares(state: AppState) -> No
     assert "INSERT INTO alert_activities" in joined
     assert "UPDATE alerts SET" in joined
     with state.db.connect() as conn:
-        assert alert_store.get_alert(conn, payload["seriesUid"]).state == "open"
+        alert = alert_store.get_alert(conn, payload["seriesUid"])
+        assert alert is not None and alert.state == "open"
 
 
 def test_a_lost_postgresql_connection_is_invalidated_and_replaced(

@@ -11,25 +11,35 @@ from click.testing import CliRunner
 
 from app.background import Scheduler
 from app.cli.main import main as cli
-from app.ingest.service import ingest_activity, keep_rejected
+from app.ingest.rejected import Rejection, keep_rejected
+from app.ingest.service import ingest_activity
 from app.retention import service as retention
-from app.state import Rejection
+from app.services import periodic_tasks
 from app.storage import notifications as outbox
 from app.storage.tables import (
     activities,
     alert_activities,
     alerts,
     deliveries,
-    delivery_alerts,
     rejected_deliveries,
+    route_notices,
 )
 from tests.support import body, condition_activity, minimal_activity
 
 DAY = 86400.0
 
 
-def ingest(state: Any, payload: dict[str, Any]) -> None:
+def ingest(state: Any, payload: dict[str, Any], *, received_at: float | None = None) -> None:
+    """Ingest ``payload``; with ``received_at``, as if it had arrived then (retention
+    counts from arrival, not from activityTime)."""
     ingest_activity(state, body(payload), payload)
+    if received_at is not None:
+        with state.db.begin() as conn:
+            conn.execute(
+                sa.update(activities)
+                .where(activities.c.id == payload["id"])
+                .values(received_at=received_at)
+            )
 
 
 def stored_ids(state: Any) -> set[int]:
@@ -52,18 +62,23 @@ def test_prune_keeps_recent_activities_and_open_alerts_history(state: Any) -> No
     now = time.time()
     old, recent = now - 100 * DAY, now - 10 * DAY
     for n in range(1, 8):
-        ingest(state, minimal_activity(n, activityTime=old + n))
-    ingest(state, minimal_activity(20, activityTime=recent))
+        ingest(state, minimal_activity(n, activityTime=old + n), received_at=old + n)
+    ingest(state, minimal_activity(20, activityTime=recent), received_at=recent)
     # An alert still open, triggered long ago: its history stays.
-    ingest(state, condition_activity(30, series_uid="open", activity_time=old))
+    ingest(state, condition_activity(30, series_uid="open", activity_time=old), received_at=old)
     ingest(
         state,
         condition_activity(31, series_uid="open", status="ACKNOWLEDGED", activity_time=old + 5),
+        received_at=old + 5,
     )
     # A closed alert whose whole history is old: it goes, with its links.
-    ingest(state, condition_activity(40, series_uid="gone", activity_time=old))
-    ingest(state, condition_activity(41, series_uid="gone", status="RESET", activity_time=old + 9))
-    # No activityTime: the arrival time decides.
+    ingest(state, condition_activity(40, series_uid="gone", activity_time=old), received_at=old)
+    ingest(
+        state,
+        condition_activity(41, series_uid="gone", status="RESET", activity_time=old + 9),
+        received_at=old + 9,
+    )
+    # No activityTime: the arrival time decides, as for every activity.
     ingest(state, minimal_activity(50, activityTime=None))
 
     batches: list[int] = []
@@ -105,12 +120,12 @@ def test_zero_days_keeps_everything(make_app: Any) -> None:
     state = app.app.extensions["ninjahook"]
     ingest(state, minimal_activity(1, activityTime=1.0))
     assert retention.prune_database(state.db, retention_days=0).activities == 0
-    assert retention.install(state) == []
+    assert "retention.prune" not in [task.name for task in periodic_tasks(state)]
     assert stored_ids(state) == {1}
 
 
 def test_prune_command(state: Any, database_url: str) -> None:
-    ingest(state, minimal_activity(1, activityTime=time.time() - 40 * DAY))
+    ingest(state, minimal_activity(1), received_at=time.time() - 40 * DAY)
     ingest(state, minimal_activity(2, activityTime=time.time()))
     runner = CliRunner()
     kept = runner.invoke(cli, ["--database-url", database_url, "prune"])
@@ -132,12 +147,12 @@ def test_the_server_prunes_daily_in_one_process(make_app: Any) -> None:
         t for t in app.app.extensions["ninjahook.scheduler"].tasks if t.name == "retention.prune"
     ]
     assert [t.interval for t in tasks] == [DAY]
-    ingest(state, minimal_activity(1, activityTime=time.time() - 31 * DAY))
+    ingest(state, minimal_activity(1), received_at=time.time() - 31 * DAY)
     first, second = Scheduler(state, tasks), Scheduler(state, tasks)
     assert first.run_due() == ["retention.prune"]
     assert stored_ids(state) == set()
     # Ran a moment ago (in any process): not due again for a day.
-    ingest(state, minimal_activity(2, activityTime=time.time() - 31 * DAY))
+    ingest(state, minimal_activity(2), received_at=time.time() - 31 * DAY)
     assert second.run_due() == []
     assert stored_ids(state) == {2}
 
@@ -179,8 +194,8 @@ def test_prune_takes_finished_deliveries_with_their_activities_and_keeps_the_res
     now = time.time()
     old, recent = now - 100 * DAY, now - DAY
     for n in range(1, 6):
-        ingest(state, minimal_activity(n, activityTime=old + n))
-    ingest(state, minimal_activity(6, activityTime=recent))
+        ingest(state, minimal_activity(n, activityTime=old + n), received_at=old + n)
+    ingest(state, minimal_activity(6, activityTime=recent), received_at=recent)
     delivered_old = outbox_row(state, 1, "delivered", changed=old)
     dead_long_ago = outbox_row(state, 2, "dead", changed=now - 40 * DAY)
     dead_lately = outbox_row(state, 3, "dead", changed=now - 10 * DAY)
@@ -231,7 +246,7 @@ def route_alert(
 ) -> None:
     with state.db.begin() as conn:
         conn.execute(
-            sa.insert(delivery_alerts).values(
+            sa.insert(route_notices).values(
                 route="r",
                 alert_key=key,
                 state=state_name,
@@ -250,16 +265,16 @@ def test_routes_alert_states_go_once_resolved_and_their_activities_are_gone(
     now = time.time()
     old = now - 100 * DAY
     for n in (10, 11, 12, 13, 15):
-        ingest(state, minimal_activity(n, activityTime=old + n))
-    ingest(state, minimal_activity(14, activityTime=now - DAY))
+        ingest(state, minimal_activity(n, activityTime=old + n), received_at=old + n)
+    ingest(state, minimal_activity(14, activityTime=now - DAY), received_at=now - DAY)
     route_alert(state, "resolved-long-ago", "resolved", 10, 11)
     route_alert(state, "remembered-reset", "resolved", 15, 15)
     route_alert(state, "opened-long-ago", "open", 12, None)  # its RESET must still notify
     route_alert(state, "resolved-lately", "resolved", 13, 14)
 
     result = retention.prune_database(state.db, retention_days=7, batch_size=1, now=now)
-    assert result.delivery_alerts == 2
+    assert result.route_notices == 2
     with state.db.connect() as conn:
-        kept = set(conn.execute(sa.select(delivery_alerts.c.alert_key)).scalars())
+        kept = set(conn.execute(sa.select(route_notices.c.alert_key)).scalars())
     assert kept == {"opened-long-ago", "resolved-lately"}
     assert stored_ids(state) == {14}

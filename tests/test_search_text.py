@@ -20,8 +20,14 @@ from app.retention.service import prune_database
 from app.storage import activities as store
 from app.storage.db import Database
 from app.storage.tables import activities
-from tests.conftest import BACKENDS, create_pg_database, drop_pg_database
-from tests.support import API_HEADERS, condition_activity, deliver, minimal_activity
+from tests.support import (
+    API_HEADERS,
+    BACKENDS,
+    condition_activity,
+    deliver,
+    minimal_activity,
+    scratch_database,
+)
 
 T0 = 1764300000.0
 DAY = 86400.0
@@ -208,12 +214,9 @@ def test_text_pages_match_a_scan_in_every_round(
 
 @pytest.fixture(params=BACKENDS)
 def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
-        return
-    url = create_pg_database("ninjahook_search")
-    yield url
-    drop_pg_database(url)
+    """An empty, unmigrated database of each configured backend."""
+    with scratch_database(request.param, tmp_path, "ninjahook_search") as url:
+        yield url
 
 
 def test_upgrade_indexes_the_activities_stored_before_it(empty_database: str) -> None:

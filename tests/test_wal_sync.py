@@ -16,8 +16,15 @@ import sqlalchemy as sa
 
 from app.storage import activities as store
 from app.storage.db import Database
-from tests.conftest import migrated_empty_database
-from tests.support import INGEST_PATH, WEBHOOK_HEADERS, body, condition_activity, minimal_activity
+from app.storage.tables import activities
+from tests.support import (
+    INGEST_PATH,
+    WEBHOOK_HEADERS,
+    body,
+    condition_activity,
+    migrated_empty_database,
+    minimal_activity,
+)
 
 
 @pytest.fixture
@@ -48,7 +55,7 @@ def synchronous(db: Database) -> int:
 
 
 def insert(db: Database, activity_id: int) -> None:
-    row = {c.key: None for c in store.activities.c}
+    row: dict[str, Any] = {c.key: None for c in activities.c}
     row.update(id=activity_id, source="webhook", received_at=1.0, raw=b"{}")
     with db.begin() as conn:
         assert store.insert_activity(conn, row)
@@ -94,7 +101,7 @@ def test_full_runs_sqlite_with_normal_and_syncs_once_per_transaction_outside_the
     assert calls == [0, 0, 0]  # one per transaction, each after the lock was released
     # A transaction that fails commits nothing and has nothing to sync.
     with pytest.raises(ZeroDivisionError), db.begin() as conn:
-        conn.execute(sa.delete(store.activities))
+        conn.execute(sa.delete(activities))
         _ = 1 / 0
     assert calls == [0, 0, 0]
     with db.connect() as conn:

@@ -1,4 +1,5 @@
-"""The SQLite writer lock in app/storage/db.py: held by every write transaction, across processes."""
+"""The SQLite writer lock in app/storage/db.py: held by every write transaction, across
+processes."""
 
 from __future__ import annotations
 

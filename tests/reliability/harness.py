@@ -23,26 +23,13 @@ import httpx
 from app.storage import activities as store
 from app.storage.db import Database
 from tests.support import (
-    API_TOKEN,
     INGEST_PATH,
     WEBHOOK_HEADERS,
-    WEBHOOK_TOKEN,
     GunicornServer,
     body,
     condition_activity,
 )
-
-
-def server_env(database_url: str, instance: Path, **extra: str) -> dict[str, str]:
-    """NINJAHOOK_* settings for a gunicorn server on ``database_url`` with the test tokens."""
-    return {
-        "NINJAHOOK_DATABASE_URL": database_url,
-        "NINJAHOOK_INSTANCE_PATH": str(instance),
-        "NINJAHOOK_WEBHOOK_TOKENS": WEBHOOK_TOKEN,
-        "NINJAHOOK_API_TOKENS": API_TOKEN,
-        "NINJAHOOK_BACKGROUND_TASKS": "0",
-        **extra,
-    }
+from tests.support import server_env as server_env  # the scenarios import it from here
 
 
 def rss_kib(pid: int) -> int:

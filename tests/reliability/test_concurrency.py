@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.conftest import FigureBook, Figures
+from tests.reliability.figures import FigureBook, Figures
 from tests.reliability.harness import lost_ids, server_env, stored_counts
 from tests.support import INGEST_PATH, WEBHOOK_HEADERS, GunicornServer, body, condition_activity
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import FigureBook, Figures
+from tests.reliability.figures import FigureBook, Figures
 from tests.reliability.harness import (
     Sender,
     kill_master,
@@ -40,7 +41,7 @@ def test_kill_9_of_workers_and_master_loses_no_acknowledged_delivery(
             victim = server.worker_pids()[0]
             os.kill(victim, signal.SIGKILL)
             # The master replaces the worker; the survivor keeps serving meanwhile.
-            assert wait_for(lambda v=victim: v not in server.worker_pids(), 10)
+            assert wait_for(partial(lambda v: v not in server.worker_pids(), victim), 10)
             wait_for_workers(server, 2)
         for _ in range(MASTER_KILLS):
             sender.wait_for_more_acknowledgements(100)

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.reliability.conftest import FigureBook, Figures
+from tests.reliability.figures import FigureBook, Figures
 from tests.reliability.harness import (
     Sender,
     lost_ids,

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.conftest import FigureBook, Figures
+from tests.reliability.figures import FigureBook, Figures
 from tests.reliability.harness import Sender, lost_ids, server_env, stored_counts, wait_for
 from tests.support import INGEST_PATH, WEBHOOK_HEADERS, GunicornServer, body, condition_activity
 

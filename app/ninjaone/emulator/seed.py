@@ -1,7 +1,7 @@
 """The emulator's world: organizations, locations, devices and a stream of activities.
 
 Everything derives from one seed, so a test or a demo sees the same tenant every
-time. Shapes follow NinjaOne's Public API v2 (see shared/reference): activity ids
+time. Shapes follow NinjaOne's Public API v2 (see tests/reference): activity ids
 grow but are sparse (ids are global across NinjaOne's tenants), ``activityTime``
 is epoch seconds with a fraction, and optional fields are often absent.
 """
