@@ -10,7 +10,9 @@ checks that the README's table names every variable.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +23,81 @@ class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message names the variable."""
 
 
+# A smaller body limit would refuse real deliveries (413), which NinjaOne never retries.
+MIN_BODY_BYTES = 1024
+# Python's log level names, as NINJAHOOK_LOG_LEVEL (and gunicorn's loglevel) take them.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The database URLs ninjahook runs on: backend → drivers (None: the backend's default).
+DATABASE_DRIVERS = {"sqlite": (None, "pysqlite"), "postgresql": (None, "psycopg")}
+
+
 def _parse_int(value: str) -> int:
-    return int(value.strip())
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {value!r}") from None
+
+
+def _parse_port(value: str) -> int:
+    number = _parse_int(value)
+    if not 1 <= number <= 65535:
+        raise ValueError(f"expected a port from 1 to 65535, got {value!r}")
+    return number
+
+
+def _parse_non_negative_int(value: str) -> int:
+    number = _parse_int(value)
+    if number < 0:
+        raise ValueError(f"expected a whole number of at least 0 (0: off), got {value!r}")
+    return number
+
+
+def _parse_body_bytes(value: str) -> int:
+    number = _parse_int(value)
+    if number < MIN_BODY_BYTES:
+        raise ValueError(
+            f"expected at least {MIN_BODY_BYTES} bytes (a smaller limit refuses every "
+            f"delivery with 413, and NinjaOne does not retry), got {value!r}"
+        )
+    return number
+
+
+def _parse_log_level(value: str) -> str:
+    level = value.strip().upper()
+    if level == "WARN":
+        level = "WARNING"
+    if level not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return level
+
+
+def _redacted(value: str) -> str:
+    """``value`` with any password hidden, for messages."""
+    if "@" not in value:
+        return value
+    scheme, _, rest = value.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}" if rest else "***"
+
+
+def _parse_database_url(value: str) -> str:
+    """Empty (SQLite in the instance folder), or a SQLAlchemy URL of SQLite or PostgreSQL
+    (``postgres://`` and ``postgresql://`` select psycopg 3)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    url = value.strip()
+    if not url:
+        return url
+    allowed = "a SQLAlchemy URL sqlite:///path or postgresql://user@host/db (or empty for SQLite)"
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ValueError(f"expected {allowed}, got {_redacted(url)!r}") from None
+    backend, _, driver = parsed.drivername.partition("+")
+    backend = "postgresql" if backend == "postgres" else backend
+    if (driver or None) not in DATABASE_DRIVERS.get(backend, ()):
+        raise ValueError(f"expected {allowed}, got {_redacted(url)!r}")
+    return url
 
 
 def _parse_bool(value: str) -> bool:
@@ -66,16 +141,43 @@ def _parse_duration(value: str) -> int:
     if text in {"", "0", "off", "none"}:
         return 0
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
+    number, unit = (text[:-1], units[text[-1]]) if text[-1] in units else (text, 1)
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(
+            f"expected a duration such as 90, 90s, 15m, 2h or 1d (0 or off: never), got {value!r}"
+        )
+    return int(seconds)
 
 
 def _parse_seconds(value: str) -> float:
     """Non-negative seconds, fractions allowed (``0.2``)."""
-    seconds = float(value.strip().rstrip("s"))
-    if seconds < 0:
-        raise ValueError(f"expected seconds >= 0, got {value!r}")
+    try:
+        seconds = float(value.strip().rstrip("s"))
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"expected seconds >= 0, such as 10 or 0.5, got {value!r}")
+    return seconds
+
+
+def _parse_positive_seconds(value: str) -> float:
+    """Seconds > 0, fractions allowed: a wait that 0 would turn into a busy loop or an
+    immediate failure."""
+    seconds = _parse_seconds(value)
+    if seconds <= 0:
+        raise ValueError(f"expected seconds > 0, such as 10 or 0.5, got {value!r}")
+    return seconds
+
+
+def _parse_body_timeout(value: str) -> float:
+    """0 (off) or at least one second: a shorter limit would answer every delivery 408."""
+    seconds = _parse_seconds(value)
+    if 0 < seconds < 1:
+        raise ValueError(f"expected 0 (off) or at least 1 second, got {value!r}")
     return seconds
 
 
@@ -130,6 +232,7 @@ class Config:
         "NINJAHOOK_DATABASE_URL",
         "SQLAlchemy URL. Empty: SQLite file ninjahook.sqlite3 in the instance folder. "
         "postgresql://… or postgresql+psycopg://… for PostgreSQL (psycopg 3).",
+        parse=_parse_database_url,
         secret=True,
     )
     webhook_tokens: tuple[str, ...] = setting(
@@ -151,15 +254,51 @@ class Config:
     max_body_bytes: int = setting(
         1048576,
         "NINJAHOOK_MAX_BODY_BYTES",
-        "Largest accepted delivery body in bytes; larger bodies get 413.",
-        parse=_parse_int,
+        "Largest accepted delivery body in bytes (at least 1024); larger bodies get 413.",
+        parse=_parse_body_bytes,
+    )
+    rejected_max_rows: int = setting(
+        10000,
+        "NINJAHOOK_REJECTED_MAX_ROWS",
+        "Most rejected deliveries kept; keeping one more drops the oldest (counted in "
+        "the metric counter rejected_dropped and shown on the dashboard).",
+        parse=_parse_positive_int,
+    )
+    rejected_max_bytes: int = setting(
+        268435456,
+        "NINJAHOOK_REJECTED_MAX_BYTES",
+        "Most bytes of rejected delivery bodies kept (together); keeping one more drops "
+        "the oldest. A single body is cut to this size.",
+        parse=_parse_positive_int,
+    )
+    preview_chars: int = setting(
+        4096,
+        "NINJAHOOK_PREVIEW_CHARS",
+        "Lists and the dashboard show this many characters of a message or subject and "
+        "bytes of a rejected body, marked truncated; the item's own endpoint has the whole.",
+        parse=_parse_positive_int,
+    )
+    list_payload_bytes: int = setting(
+        16384,
+        "NINJAHOOK_LIST_PAYLOAD_BYTES",
+        "A list item carries its activity's payload when the body received is at most "
+        "this many bytes; otherwise payload is null, marked truncated.",
+        parse=_parse_positive_int,
     )
     body_timeout: float = setting(
         30.0,
         "NINJAHOOK_BODY_TIMEOUT",
         "Seconds a client may take to send a whole request body; a slower (slow-drip) "
-        "body gets 408. 0 disables.",
-        parse=_parse_seconds,
+        "body gets 408. 0 disables; otherwise at least 1.",
+        parse=_parse_body_timeout,
+    )
+    header_timeout: float = setting(
+        10.0,
+        "NINJAHOOK_HEADER_TIMEOUT",
+        "Seconds a connection may take to send a request's headers, from its opening or "
+        "its previous response; then it is closed, so idle and slow-header sockets cannot "
+        "pile up. 0 disables; otherwise at least 1.",
+        parse=_parse_body_timeout,
     )
     sqlite_synchronous: str = setting(
         "NORMAL",
@@ -186,7 +325,8 @@ class Config:
     log_level: str = setting(
         "INFO",
         "NINJAHOOK_LOG_LEVEL",
-        "Log level (DEBUG, INFO, WARNING…).",
+        "Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+        parse=_parse_log_level,
     )
     host: str = setting(
         "127.0.0.1",
@@ -197,18 +337,31 @@ class Config:
         8080,
         "NINJAHOOK_PORT",
         "Port `ninjahook serve` listens on.",
-        parse=_parse_int,
+        parse=_parse_port,
     )
     retention_days: int = setting(
         90,
         "NINJAHOOK_RETENTION_DAYS",
-        "Activities older than this are pruned (open alerts' history is kept).",
-        parse=_parse_int,
+        "Activities received more than this many days ago are pruned (open alerts' "
+        "history is kept).",
+        parse=_parse_non_negative_int,
     )
     backfill_interval: int = setting(
         0,
         "NINJAHOOK_BACKFILL_INTERVAL",
         "Run `backfill` from the server this often (e.g. 15m); 0 or off disables.",
+        parse=_parse_duration,
+    )
+    session_idle: int = setting(
+        8 * 3600,
+        "NINJAHOOK_SESSION_IDLE",
+        "A dashboard session unused this long (e.g. 8h) ends; 0 or off: no idle limit.",
+        parse=_parse_duration,
+    )
+    session_max: int = setting(
+        7 * 86400,
+        "NINJAHOOK_SESSION_MAX",
+        "A dashboard session ends this long (e.g. 7d) after its login, however much it is used.",
         parse=_parse_duration,
     )
     metrics_public: bool = setting(
@@ -251,13 +404,13 @@ class Config:
         60.0,
         "NINJAHOOK_DELIVERY_LEASE",
         "Seconds a worker holds a delivery; one whose worker died is retried after this.",
-        parse=_parse_seconds,
+        parse=_parse_positive_seconds,
     )
     delivery_timeout: float = setting(
         10.0,
         "NINJAHOOK_DELIVERY_TIMEOUT",
         "Seconds to wait for a destination to answer.",
-        parse=_parse_seconds,
+        parse=_parse_positive_seconds,
     )
     delivery_concurrency: int = setting(
         4,
@@ -269,7 +422,7 @@ class Config:
         1.0,
         "NINJAHOOK_DELIVERY_POLL_INTERVAL",
         "Seconds an idle worker waits before looking for due deliveries again.",
-        parse=_parse_seconds,
+        parse=_parse_positive_seconds,
     )
     background_tasks: bool = setting(
         True,
@@ -335,7 +488,8 @@ def load_config(
     for setting in SETTINGS:
         if setting.name in overrides:
             raw: Any = overrides[setting.name]
-            source = f"setting {setting.name}"
+            # The CLI's options and create_app's overrides stand for the variable.
+            source = setting.env
         elif setting.env in env:
             raw = env[setting.env]
             source = setting.env
@@ -345,7 +499,9 @@ def load_config(
             try:
                 values[setting.name] = setting.parse(raw)
             except ValueError as exc:
-                raise ConfigError(f"{source}: {exc}") from None
+                # One line: the variable, the value (in the parser's message) and what
+                # is allowed.
+                raise ConfigError(f"{source}: {' '.join(str(exc).split())}") from None
         else:
             values[setting.name] = raw
     config = Config(**values)
@@ -361,3 +517,23 @@ def check_token_roles(config: Config) -> None:
             f"{SETTINGS_BY_NAME['webhook_tokens'].env} and {SETTINGS_BY_NAME['api_tokens'].env} "
             "share a token: a webhook token must not also be a read token"
         )
+
+
+def check_instance_folder(config: Config) -> None:
+    """Create the instance folder if needed and check that ninjahook can write in it
+    (the SQLite database, generated tokens, gunicorn's control socket).
+
+    :raises ConfigError: naming NINJAHOOK_INSTANCE_PATH, the folder and the cause.
+    """
+    env = SETTINGS_BY_NAME["instance_path"].env
+    folder = config.instance
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        cause = exc.strerror or exc.__class__.__name__
+        raise ConfigError(
+            f"{env}: the instance folder {str(folder)!r} must be a folder ninjahook can "
+            f"write in: {cause}"
+        ) from None

@@ -11,7 +11,7 @@ import logging
 
 from app.alerts.service import apply_new_activity
 from app.background import PeriodicTask
-from app.config import Config, check_token_roles
+from app.config import Config, check_instance_folder, check_token_roles
 from app.entities.service import WrittenEntities, cache_updater
 from app.ingest.pipeline import Pipeline, Stage
 from app.metrics.service import CounterBuffer
@@ -38,6 +38,7 @@ def build_state(config: Config, db: Database | None = None) -> AppState:
 
     :raises app.config.ConfigError: a setting or the routes file is invalid.
     """
+    check_instance_folder(config)
     config = with_instance_tokens(config)
     # Routes first: an invalid routes file fails here, before the database is opened.
     routes = load_configured_routes(config)
@@ -54,6 +55,16 @@ def build_state(config: Config, db: Database | None = None) -> AppState:
         routes=routes,
         metrics=CounterBuffer(db),
     )
+
+
+def check_startup(config: Config) -> RoutesConfig:
+    """What a server checks before it starts, beyond each setting's own value: the
+    instance folder is writable and the routes file is valid. Returns the routes.
+
+    :raises app.config.ConfigError: naming the setting and the cause.
+    """
+    check_instance_folder(config)
+    return load_configured_routes(config)
 
 
 def with_instance_tokens(config: Config) -> Config:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 
@@ -37,6 +38,26 @@ def parse_instant(text: str, *, allow_age: bool = True, now: float | None = None
     return parsed.timestamp()
 
 
+# 10000-01-01T00:00:00Z: ISO 8601 (and Python's datetime) end with year 9999.
+TIME_LIMIT = 253402300800.0
+
+
+def is_time(ts: float) -> bool:
+    """Whether epoch seconds ``ts`` is a time this receiver shows as one: finite, not
+    negative, and before year 10000. Anything else a sender may send is stored and shown
+    as the number it is."""
+    return isinstance(ts, int | float) and math.isfinite(ts) and 0 <= ts < TIME_LIMIT
+
+
+def raw_number(ts: float) -> str:
+    """A number that is no time, as text (``1e+308``, ``-5.0``, ``inf``)."""
+    return repr(ts)
+
+
 def iso(ts: float) -> str:
-    """Epoch seconds as an ISO 8601 UTC timestamp."""
+    """Epoch seconds as an ISO 8601 UTC timestamp; total: a value that is no time
+    (:func:`is_time`) comes back as the number itself (:func:`raw_number`), never an error.
+    """
+    if not is_time(ts):
+        return raw_number(ts)
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")

@@ -39,6 +39,7 @@ BEGIN = "<!-- bench:ingest:begin (written by `make bench`; edit bench/__main__.p
 END = "<!-- bench:ingest:end -->"
 TOKEN = "whk_bench_token_" + "0123456789abcdef"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+ONE_ALERT_COUNT = 10_000
 
 
 @dataclass
@@ -82,7 +83,13 @@ def machine() -> dict[str, str]:
 
 
 def drive(
-    server: Server, template: str, *, seconds: float, connections: int, generator: str
+    server: Server,
+    template: str,
+    *,
+    seconds: float,
+    connections: int,
+    generator: str,
+    count: int | None = None,
 ) -> load.LoadResult:
     """One run of the chosen load generator against ``server``."""
     run = load.run_wrk if generator == "wrk" else load.run_python
@@ -94,6 +101,7 @@ def drive(
         seconds=seconds,
         connections=connections,
         id_base=id_base,
+        count=count,
     )
 
 
@@ -105,12 +113,22 @@ def measure(
     warmup: float,
     connections: int,
     generator: str,
+    timed_template: str | None = None,
+    count: int | None = None,
 ) -> Measured:
-    """Warm up, then time one run; CPU per request and worker RSS from /proc."""
+    """Warm up, then time one run (of ``timed_template`` when given, and of ``count``
+    requests rather than ``seconds`` when given); CPU per request and worker RSS."""
     if warmup > 0:
         drive(server, template, seconds=warmup, connections=connections, generator=generator)
     cpu_before = server.cpu_seconds()
-    result = drive(server, template, seconds=seconds, connections=connections, generator=generator)
+    result = drive(
+        server,
+        timed_template or template,
+        seconds=seconds,
+        connections=connections,
+        generator=generator,
+        count=count,
+    )
     cpu = server.cpu_seconds() - cpu_before
     ms = 1000 * cpu / result.requests if result.requests else float("nan")
     return Measured(server, result, ms, server.worker_rss())
@@ -243,9 +261,10 @@ def write_section(section: str, path: Path = BENCHMARKS) -> None:
 @click.option(
     "--servers",
     "chosen_servers",
-    default="a,b,c,c0,d",
+    default="a,b,c,c1,c0,d",
     show_default=True,
-    help="Which servers to measure (c0: ninjahook without the ingest hooks).",
+    help="Which servers to measure (c0: ninjahook without the ingest hooks; c1: ninjahook "
+    "on SQLite, 10,000 activities of one alert in random activityTime order).",
 )
 @click.option(
     "--storm", "storm_count", default=50_000, show_default=True, help="Storm size; 0 skips it."
@@ -295,7 +314,7 @@ def main(
     if generator == "python":
         say("wrk not found: using the Python load generator (slower; it shares the CPU)")
     chosen = {name.strip() for name in chosen_servers.split(",") if name.strip()}
-    unknown = chosen - {"a", "b", "c", "c0", "d"}
+    unknown = chosen - {"a", "b", "c", "c1", "c0", "d"}
     if unknown:
         raise click.BadParameter(f"unknown server {sorted(unknown)[0]!r}", param_hint="--servers")
     template = load.activity_template()
@@ -316,7 +335,9 @@ def main(
         logs = work / "logs"
         logs.mkdir()
 
-        def run_one(make: Callable[[], Server]) -> Measured | None:
+        def run_one(
+            make: Callable[[], Server], timed: str | None = None, count: int | None = None
+        ) -> Measured | None:
             server = make()
             say(f"({server.label}) {server.description}: starting")
             try:
@@ -328,6 +349,8 @@ def main(
                     warmup=warmup,
                     connections=connections,
                     generator=generator,
+                    timed_template=timed,
+                    count=count,
                 )
             finally:
                 server.stop()
@@ -373,6 +396,20 @@ def main(
             )
             run_one(
                 lambda: receiver("c", "FULL", sqlite_url("c", "FULL"), "SQLite, synchronous=FULL")
+            )
+        if "c1" in chosen:
+            # Measured like (c) NORMAL (same warm-up of distinct alerts), but the timed
+            # load is ONE_ALERT_COUNT activities of one alert in random activityTime order.
+            run_one(
+                lambda: receiver(
+                    "c1",
+                    "NORMAL",
+                    sqlite_url("c1", "NORMAL"),
+                    f"SQLite NORMAL, {ONE_ALERT_COUNT:,} activities of one alert "
+                    "in random activityTime order",
+                ),
+                timed=load.one_alert_template(template),
+                count=ONE_ALERT_COUNT,
             )
         if "c0" in chosen:
             run_one(
@@ -486,6 +523,15 @@ def main(
                 lines.append(
                     f"| {m.server.description} / (b) | {m.result.rps / b.result.rps:.2f} |"
                 )
+    distinct = next(
+        (m for m in measured if m.server.label == "c" and "NORMAL" in m.server.description), None
+    )
+    one_alert = next((m for m in measured if m.server.label == "c1"), None)
+    if distinct and one_alert:
+        lines.append(
+            f"| (c1) one alert, out of order / (c) distinct alerts (target ≥ 0.8) "
+            f"| {one_alert.result.rps / distinct.result.rps:.2f} |"
+        )
     lines += ["", "### Alert storm", ""]
     lines += [
         "| backend | activities | senders | seconds | activities/s | stored (each once) "

@@ -156,7 +156,7 @@ def hook_costs(activities: int = 300) -> list[tuple[str, float]]:
             name = "store the activity (no hooks)"
             if count:
                 hook = hooks[count - 1]
-                name = f"+ {hook.__module__}.{hook.__qualname__}"
+                name = f"+ {hook.name} stage ({hook.run.__module__}.{hook.run.__qualname__})"
             rows.append((name, spent))
         _close(state)
     return rows

@@ -82,11 +82,30 @@ def activity_template(size: int = 1024) -> str:
     return text
 
 
+TIME_MARK = "__TIME__"
+STATUS_MARK = "__STATUS__"
+# The "one alert" load: every request is an activity of this one alert.
+ONE_ALERT_SERIES = "00000000-0000-4000-8000-0000000a1e27"
+
+
+def one_alert_template(template: str) -> str:
+    """``template`` as activities of ONE alert: a fixed seriesUid, ``__TIME__`` for a
+    random activityTime and ``__STATUS__`` for TRIGGERED or RESET (a flapping condition
+    whose deliveries arrive in random activityTime order)."""
+    text = template.replace(f"00000000-0000-4000-8000-{SERIES_MARK}", ONE_ALERT_SERIES)
+    text = text.replace('"activityTime":1764300000.123456789', f'"activityTime":{TIME_MARK}')
+    return text.replace('"statusCode":"TRIGGERED"', f'"statusCode":"{STATUS_MARK}"')
+
+
 def render(template: str, activity_id: int) -> bytes:
-    """The body for one activity id."""
+    """The body for one activity id (with a pseudo-random time and status for
+    :func:`one_alert_template`)."""
+    mixed = activity_id * 2654435761 % 2**32
     return (
         template.replace(ID_MARK, str(activity_id))
         .replace(SERIES_MARK, f"{activity_id % 10**12:012d}")
+        .replace(TIME_MARK, f"{1764300000 + mixed / 1000:.3f}")
+        .replace(STATUS_MARK, "TRIGGERED" if mixed % 2 else "RESET")
         .encode()
     )
 
@@ -119,8 +138,10 @@ def run_wrk(
     connections: int,
     threads: int = 2,
     id_base: int = 1,
+    count: int | None = None,
 ) -> LoadResult:
-    """Drive 127.0.0.1:``port`` with wrk for ``seconds``; parse its latency report."""
+    """Drive 127.0.0.1:``port`` with wrk for ``seconds`` (or until ``count`` requests
+    were answered, when given); parse its latency report."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         fh.write(template)
         body_file = fh.name
@@ -130,6 +151,7 @@ def run_wrk(
         "BENCH_PATH": INGEST_PATH,
         "BENCH_TOKEN": token,
         "BENCH_ID_BASE": str(id_base),
+        "BENCH_MAX_REQUESTS": str(-(-count // threads) if count else 0),
     }
     try:
         out = subprocess.run(
@@ -137,6 +159,8 @@ def run_wrk(
                 "wrk",
                 f"-t{threads}",
                 f"-c{connections}",
+                # With a count, the Lua script stops each thread at its share, and
+                # ``seconds`` still caps the run.
                 f"-d{max(1, round(seconds))}s",
                 "--latency",
                 "--timeout",
@@ -251,11 +275,13 @@ def run_python(
     seconds: float,
     connections: int,
     id_base: int = 1,
+    count: int | None = None,
 ) -> LoadResult:
-    """The fallback generator: ``connections`` asyncio senders for ``seconds``."""
+    """The fallback generator: ``connections`` asyncio senders for ``seconds`` (or for
+    ``count`` requests, when given)."""
 
     async def main() -> LoadResult:
-        ids = iter(range(id_base, id_base + 10**9))
+        ids = iter(range(id_base, id_base + (count or 10**9)))
         latencies: list[float] = []
         statuses: dict[int, int] = {}
         deadline = time.perf_counter() + seconds
@@ -263,8 +289,11 @@ def run_python(
         async def sender() -> None:
             conn = _Connection(port, token)
             try:
-                while time.perf_counter() < deadline:
-                    body = render(template, next(ids))
+                while count or time.perf_counter() < deadline:
+                    activity_id = next(ids, None)
+                    if activity_id is None:
+                        break
+                    body = render(template, activity_id)
                     started = time.perf_counter()
                     status = await conn.post(body)
                     latencies.append((time.perf_counter() - started) * 1000)

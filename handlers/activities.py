@@ -77,6 +77,14 @@ def list_rejected(
     )
 
 
+def get_rejected(id_: int) -> Any:
+    """One rejected delivery with its whole stored body."""
+    record = reads.rejected_detail(app_state(), id_)
+    if record is None:
+        return problem(404, "Not Found", f"no rejected delivery with id {id_} is kept")
+    return record, 200, JSON
+
+
 def list_spec_drift() -> tuple[dict[str, Any], int, dict[str, str]]:
     """Unknown enum values seen."""
     return {"items": reads.spec_drift(app_state())}, 200, JSON

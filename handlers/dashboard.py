@@ -9,8 +9,9 @@ from flask import Response, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from app.web import dashboard
-from app.web.auth import SESSION_COOKIE, session_value, token_matches
+from app.web.auth import SESSION_COOKIE, token_matches
 from app.web.context import app_state
+from app.web.sessions import LOGIN_COOKIE, end_session, new_random, session_valid, start_session
 
 HTML = "text/html; charset=utf-8"
 
@@ -27,35 +28,73 @@ def _html(text: str, status: int = 200) -> Response:
     return response
 
 
+def _set_cookie(response: BaseResponse, name: str, value: str) -> None:
+    response.set_cookie(
+        name, value, httponly=True, samesite="Strict", secure=request.is_secure, path="/"
+    )
+
+
+def _form_allowed(bound_to: str, csrf: str) -> bool:
+    """The form token matches the cookie it is bound to, and the post is same-origin."""
+    return bool(bound_to) and dashboard.form_allowed(
+        bound_to,
+        csrf,
+        fetch_site=request.headers.get("Sec-Fetch-Site"),
+        origin=request.headers.get("Origin"),
+        host=request.headers.get("Host"),
+    )
+
+
+def _login_form(error: str | None = None, status: int = 200) -> Response:
+    """The login form with a form token bound to the pre-session cookie (set when the
+    browser has none yet)."""
+    pre_session = request.cookies.get(LOGIN_COOKIE, "")
+    fresh = not pre_session or len(pre_session) > 100
+    if fresh:
+        pre_session = new_random()
+    response = _html(dashboard.render_login(error, csrf=dashboard.form_token(pre_session)), status)
+    if fresh:
+        _set_cookie(response, LOGIN_COOKIE, pre_session)
+    return response
+
+
 def index(
     organization_id: int | None = None, severity: str | None = None, q: str | None = None
 ) -> BaseResponse:
     """The dashboard, or the login form without a session."""
     if not _logged_in():
-        return _html(dashboard.render_login())
+        return _login_form()
     filters = dashboard.Filters(organization_id=organization_id, severity=severity or None, text=q)
-    return _html(dashboard.render_index(app_state(), filters))
+    csrf = dashboard.form_token(request.cookies.get(SESSION_COOKIE, ""))
+    return _html(dashboard.render_index(app_state(), filters, csrf=csrf))
 
 
 def login(body: dict[str, Any]) -> BaseResponse:
-    """Check the read token; set the session cookie derived from it."""
+    """Check the form token and the read token; start a session (a random id, stored
+    hashed) and set its cookie."""
+    if not _form_allowed(request.cookies.get(LOGIN_COOKIE, ""), str(body.get("csrf") or "")):
+        return _html(dashboard.render_forbidden(), 403)
     token = str(body.get("token") or "")
-    if not token or not token_matches(token, app_state().config.api_tokens):
-        return _html(dashboard.render_login("That is not a read token."), 401)
+    state = app_state()
+    if not token or not token_matches(token, state.config.api_tokens):
+        return _login_form("That is not a read token.", 401)
+    # A session the browser already had is replaced, never reused (no session fixation).
+    end_session(state, request.cookies.get(SESSION_COOKIE, ""))
     response = redirect("/", code=303)
-    response.set_cookie(
-        SESSION_COOKIE,
-        session_value(token),
-        httponly=True,
-        samesite="Strict",
-        secure=request.is_secure,
-        path="/",
-    )
+    _set_cookie(response, SESSION_COOKIE, start_session(state))
+    response.delete_cookie(LOGIN_COOKIE, path="/", httponly=True, samesite="Strict")
     return response
 
 
-def logout() -> BaseResponse:
-    """Drop the session cookie."""
+def logout(body: dict[str, Any] | None = None) -> BaseResponse:
+    """End the session server-side (the form token and this origin are required) and
+    drop its cookie."""
+    state = app_state()
+    session = request.cookies.get(SESSION_COOKIE, "")
+    if session and session_valid(state, session):
+        if not _form_allowed(session, str((body or {}).get("csrf") or "")):
+            return _html(dashboard.render_forbidden(), 403)
+        end_session(state, session)
     response = redirect("/", code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="Strict")
     return response
@@ -101,15 +140,7 @@ def dead_letters_page(before: int | None = None, retried: int | None = None) -> 
 
 def retry_dead_letter(body: dict[str, Any]) -> BaseResponse:
     """Queue one dead letter again (the session cookie is required by webhook.yaml)."""
-    session = request.cookies.get(SESSION_COOKIE, "")
-    allowed = dashboard.form_allowed(
-        session,
-        str(body["csrf"]),
-        fetch_site=request.headers.get("Sec-Fetch-Site"),
-        origin=request.headers.get("Origin"),
-        host=request.headers.get("Host"),
-    )
-    if not allowed:
+    if not _form_allowed(request.cookies.get(SESSION_COOKIE, ""), str(body["csrf"])):
         return _html(dashboard.render_forbidden(), 403)
     if not dashboard.retry_dead_letter(app_state(), str(body["delivery"])):
         what = f"No dead letter with id {body['delivery']!r}; it may have been retried already."

@@ -7,6 +7,9 @@ almost right, may appear in it.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +17,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.web.auth import session_value
 from tests.reliability.harness import stored_counts
 from tests.support import (
     BACKENDS,
@@ -110,6 +112,26 @@ def cookie(value: str) -> dict[str, str]:
     return {"Cookie": f"ninjahook_session={value}"}
 
 
+def session_value(token: str) -> str:
+    """The constant cookie value that sessions used to be (derived from the token); it
+    must open nothing now."""
+    return hmac.new(token.encode(), b"ninjahook-dashboard-session-v1", hashlib.sha256).hexdigest()
+
+
+def read_session(dep: Deployment) -> str:
+    """A dashboard session of the read token, through the login form as a browser gets it."""
+    with httpx.Client(base_url=dep.url) as browser:
+        form = browser.get("/")
+        match = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert match is not None
+        r = browser.post("/login", data={"token": READ_TOKEN, "csrf": match.group(1)})
+        assert r.status_code == 303
+        return str(r.cookies["ninjahook_session"])
+
+
+READ_SESSION = "<a read session>"  # replaced by a live session of READ_TOKEN in the test
+
+
 @pytest.mark.parametrize("token", ALMOST, ids=lambda t: f"almost-{ALMOST.index(t)}")
 def test_almost_right_token_cannot_ingest_in_header_or_query(
     deployment: Deployment, token: str
@@ -134,6 +156,7 @@ def test_almost_right_token_cannot_ingest_in_header_or_query(
         ({}, "?token="),
         ({}, f"?access_token={NEW_TOKEN}"),
         ({}, f"?Token={NEW_TOKEN}"),
+        (cookie(READ_SESSION), ""),
         (cookie(session_value(READ_TOKEN)), ""),
         (bearer(READ_TOKEN), ""),  # a read token cannot ingest
         ({}, f"?token={READ_TOKEN}"),
@@ -149,6 +172,7 @@ def test_almost_right_token_cannot_ingest_in_header_or_query(
         "other-query-name",
         "capitalized-query-name",
         "read-session-cookie",
+        "old-constant-read-cookie",
         "read-token-header",
         "read-token-query",
     ],
@@ -156,6 +180,8 @@ def test_almost_right_token_cannot_ingest_in_header_or_query(
 def test_missing_or_misplaced_token_cannot_ingest(
     deployment: Deployment, headers: dict[str, str], query: str
 ) -> None:
+    if headers == cookie(READ_SESSION):
+        headers = cookie(read_session(deployment))
     before = stored_counts(deployment.database_url)
     assert ingest(deployment, 103, headers=headers, query=query) == 401
     assert stored_counts(deployment.database_url) == before
@@ -181,7 +207,8 @@ def test_webhook_tokens_cannot_read(deployment: Deployment, path: str) -> None:
     assert httpx.get(url).status_code == 401
     assert httpx.get(url, headers=bearer(READ_TOKEN[:-1])).status_code == 401
     assert httpx.get(url, headers=bearer(READ_TOKEN)).status_code == 200
-    assert httpx.get(url, headers=cookie(session_value(READ_TOKEN))).status_code == 200
+    assert httpx.get(url, headers=cookie(read_session(deployment))).status_code == 200
+    assert httpx.get(url, headers=cookie(session_value(READ_TOKEN))).status_code == 401
 
 
 def test_rotation_removes_the_old_token(deployment: Deployment) -> None:

@@ -252,7 +252,10 @@ def test_database_errors_still_become_503_on_the_coroutine_path(
     def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
 
+    # The SQLite path opens a transaction per batch; PostgreSQL's writer takes a
+    # connection from the engine and keeps it: both fail.
     monkeypatch.setattr(state.db, "begin", broken)
+    monkeypatch.setattr(state.db.engine, "connect", broken)
     with app.test_client() as client:
         r = client.post(INGEST_PATH, content=body(condition_activity(11)), headers=WEBHOOK_HEADERS)
     assert r.status_code == 503

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +14,6 @@ import pytest
 
 from app.notifications import reads as service
 from app.web import dashboard
-from app.web.auth import session_value
 from app.web.dashboard import form_token
 from tests.support import (
     API_TOKEN,
@@ -44,8 +44,19 @@ CHROMIUM_ARGS = [
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+def form_csrf(client: Any, path: str = "/") -> str:
+    """The form token of the page at ``path`` (the login form's without a session, the
+    logout form's with one), as a browser would post it."""
+    match = re.search(r'name="csrf" value="([^"]+)"', client.get(path).text)
+    assert match is not None
+    return match.group(1)
+
+
 def logged_in(client: Any) -> Any:
-    r = client.post("/login", data={"token": API_TOKEN}, follow_redirects=False)
+    """Log in through the login form, as a browser does."""
+    r = client.post(
+        "/login", data={"token": API_TOKEN, "csrf": form_csrf(client)}, follow_redirects=False
+    )
     assert r.status_code == 303
     assert r.headers["location"] == "/"
     return r
@@ -62,22 +73,26 @@ def test_without_a_session_the_dashboard_is_the_login_form(client: Any) -> None:
 
 
 def test_a_wrong_token_is_refused_with_the_form_again(client: Any) -> None:
-    r = client.post("/login", data={"token": "not-the-token-at-all"}, follow_redirects=False)
+    csrf = form_csrf(client)
+    r = client.post(
+        "/login", data={"token": "not-the-token-at-all", "csrf": csrf}, follow_redirects=False
+    )
     assert r.status_code == 401
     assert "not a read token" in r.text
     assert "set-cookie" not in r.headers
 
 
-def test_login_sets_an_httponly_samesite_cookie_derived_from_the_token(client: Any) -> None:
+def test_login_sets_an_httponly_samesite_cookie_holding_a_random_session(client: Any) -> None:
     r = logged_in(client)
-    cookie = r.headers["set-cookie"]
-    assert cookie.startswith(f"ninjahook_session={session_value(API_TOKEN)};")
+    cookie = next(c for c in r.headers.get_list("set-cookie") if "ninjahook_session=" in c)
+    value = cookie.removeprefix("ninjahook_session=").split(";")[0]
+    assert len(value) >= 40 and re.fullmatch(r"[A-Za-z0-9_-]+", value)
     assert API_TOKEN not in cookie
     assert "HttpOnly" in cookie
     assert "SameSite=Strict" in cookie
     # The cookie also opens the JSON read API.
     assert client.get("/alerts").status_code == 200
-    r = client.post("/logout", follow_redirects=False)
+    r = client.post("/logout", data={"csrf": form_csrf(client)}, follow_redirects=False)
     assert r.status_code == 303
     assert 'action="/login"' in client.get("/").text
 
@@ -270,12 +285,13 @@ def test_retry_needs_the_session_the_form_token_and_this_origin(
         deliver(client, minimal_activity(71))
         settle_deliveries(state)
         (dead,) = dead_ids(state)
-        form = {"delivery": dead, "csrf": form_token(session_value(API_TOKEN))}
+        form = {"delivery": dead, "csrf": form_token("no-session-yet")}
         # No session: refused before anything else.
         r = client.post("/ui/dead-letters/retry", data=form, follow_redirects=False)
         assert r.status_code == 401
         assert client.get("/ui/dead-letters", follow_redirects=False).status_code == 303
         logged_in(client)
+        form["csrf"] = form_token(client.cookies["ninjahook_session"])
         page = client.get("/ui/dead-letters").text
         assert 'id="dead-total">1<' in page
         assert f'name="delivery" value="{dead}"' in page

@@ -121,6 +121,10 @@ def post(target: Target, content: Any, headers: dict[str, str], **kw: Any) -> ht
         (b'{"id": 1', "malformed JSON"),
         (b"[1, 2]", "must be a JSON object, not list"),
         (b'"text"', "must be a JSON object, not str"),
+        (b'{"id": 1, "activityTime": 1e400}', "activityTime: is not a finite number"),
+        (b'{"id": 1, "activityTime": -1e400}', "activityTime: is not a finite number"),
+        (b'{"id": 1, "data": {"x": [0, 1e999]}}', "data.x.1: is not a finite number"),
+        (b'{"id": 1, "k\\u0000": 1, "k\\u0000": 2}', "duplicate key 'k\\x00'"),
     ],
     ids=[
         "latin-1-byte",
@@ -137,6 +141,10 @@ def post(target: Target, content: Any, headers: dict[str, str], **kw: Any) -> ht
         "truncated",
         "array",
         "string",
+        "overflowing-1e400",
+        "overflowing-minus-1e400",
+        "overflowing-nested",
+        "duplicate-key-with-nul",
     ],
 )
 def test_malformed_body_is_400_kept_for_the_authenticated_sender(

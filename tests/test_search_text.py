@@ -130,6 +130,10 @@ def test_text_index_follows_inserts_and_retention_deletes(client: Any, state: An
         with state.db.connect() as conn:
             _fts_consistent(conn)
 
+    # Retention counts from arrival: the old ones arrived at T0, the rest just now.
+    with state.db.begin() as conn:
+        conn.execute(sa.update(activities).where(activities.c.id <= 20).values(received_at=T0))
+        conn.execute(sa.update(activities).where(activities.c.id > 20).values(received_at=now))
     result = prune_database(state.db, retention_days=90, batch_size=7, now=now)
 
     assert result.activities == 20

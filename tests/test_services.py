@@ -83,15 +83,25 @@ def test_a_wrong_setting_names_its_variable() -> None:
         load_config({}, environ={"NINJAHOOK_PORT": "eighty"})
 
 
-def test_a_rejected_delivery_that_cannot_be_kept_is_answered_503(app: Any, client: Any) -> None:
+def test_a_rejected_delivery_that_cannot_be_kept_is_answered_503(
+    app: Any, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Not kept means not lost only if the sender retries: never a 400 then.
     state = app.app.extensions["ninjahook"]
-    with state.db.begin() as conn:
-        conn.execute(sa.text(f"DROP TABLE {rejected_deliveries.name}"))
+
+    def unavailable(*_args: Any, **_kwargs: Any) -> Any:
+        raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(state.db, "begin", unavailable)
     response = client.post(INGEST_PATH, content=b'{"id": "not a number"}', headers=WEBHOOK_HEADERS)
     assert response.status_code == 503
     assert response.headers["Retry-After"]
     assert response.headers["Content-Type"] == "application/problem+json"
+    monkeypatch.undo()
+    with state.db.connect() as conn:
+        assert (
+            conn.execute(sa.select(sa.func.count()).select_from(rejected_deliveries)).scalar() == 0
+        )
 
 
 def test_a_read_token_equal_to_the_generated_webhook_token_is_refused(tmp_path: Path) -> None:

@@ -6,11 +6,7 @@ from typing import Any
 
 import click
 
-from app.cli.context import AppContext, fail, pass_ctx
-
-
-def _database_failure(exc: Exception) -> None:
-    fail(f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}")
+from app.cli.context import AppContext, database_errors, pass_ctx
 
 
 def register(group: click.Group) -> None:
@@ -32,26 +28,22 @@ def rebuild(app_ctx: AppContext) -> None:
     The result is the same as the one ingest built incrementally; use it after a
     restore, or to check that nothing drifted. Runs in one transaction.
     """
-    import sqlalchemy as sa
-
     from app.alerts import service as alerts
     from app.storage.alerts import count_condition_activities
 
-    db = app_ctx.database()
-    try:
-        with db.begin() as conn:
-            total = count_condition_activities(conn)
-            click.echo(f"rebuilding alerts from {total} CONDITION activities…", err=True)
+    with database_errors(app_ctx.database_url(), "update"):
+        db = app_ctx.database()
+        try:
+            with db.begin() as conn:
+                total = count_condition_activities(conn)
+                click.echo(f"rebuilding alerts from {total} CONDITION activities…", err=True)
 
-            def progress(read: int) -> None:
-                click.echo(f"  read {read}/{total}", err=True)
+                def progress(read: int) -> None:
+                    click.echo(f"  read {read}/{total}", err=True)
 
-            written, linked = alerts.rebuild(conn, progress)
-    except sa.exc.SQLAlchemyError as exc:
-        _database_failure(exc)
-        return
-    finally:
-        db.dispose()
+                written, linked = alerts.rebuild(conn, progress)
+        finally:
+            db.dispose()
     click.echo(f"rebuilt {written} alerts from {linked} activities")
 
 
@@ -76,15 +68,12 @@ def prune(app_ctx: AppContext, days: int | None, batch_size: int) -> None:
     The history of open alerts is kept, and rejected deliveries are kept for at
     least 30 days.
     """
-    import sqlalchemy as sa
-
     from app.retention import service as retention
 
     retention_days: int = days if days is not None else app_ctx.config.retention_days
     if retention_days <= 0:
         click.echo("retention is off (NINJAHOOK_RETENTION_DAYS=0): nothing pruned")
         return
-    db = app_ctx.database()
 
     def progress(result: Any) -> None:
         click.echo(
@@ -92,15 +81,14 @@ def prune(app_ctx: AppContext, days: int | None, batch_size: int) -> None:
             err=True,
         )
 
-    try:
-        result = retention.prune_database(
-            db, retention_days=retention_days, batch_size=batch_size, progress=progress
-        )
-    except sa.exc.SQLAlchemyError as exc:
-        _database_failure(exc)
-        return
-    finally:
-        db.dispose()
+    with database_errors(app_ctx.database_url(), "update"):
+        db = app_ctx.database()
+        try:
+            result = retention.prune_database(
+                db, retention_days=retention_days, batch_size=batch_size, progress=progress
+            )
+        finally:
+            db.dispose()
     click.echo(
         f"pruned {result.activities} activities older than {retention_days} days, "
         f"{result.rejected} rejected deliveries, {result.deliveries} outbox deliveries and "

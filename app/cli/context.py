@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -28,6 +30,19 @@ class AppContext:
                 raise click.ClickException(f"configuration: {exc}") from None
         return self._config
 
+    def startup_config(self, *, routes: bool = True) -> Config:
+        """The settings plus what a server checks before it starts (the instance folder
+        is writable and, with ``routes``, the routes file is valid), or fail with one line."""
+        from app.config import check_instance_folder
+        from app.services import check_startup
+
+        config = self.config
+        try:
+            check_startup(config) if routes else check_instance_folder(config)
+        except ConfigError as exc:
+            raise click.ClickException(f"configuration: {exc}") from None
+        return config
+
     def database(self) -> Any:
         from app.storage.db import Database, normalize_url
 
@@ -37,18 +52,37 @@ class AppContext:
             sqlite_synchronous=cfg.sqlite_synchronous,
         )
 
+    def database_url(self) -> str:
+        """The configured database's URL, normalized (SQLite in the instance folder when
+        none is set)."""
+        from app.storage.db import normalize_url
+
+        return normalize_url(self.config.database_url, self.config.instance)
+
     def read(self, query: Callable[[Any], T]) -> T:
         """Run ``query(connection)`` on the configured database, failing with one line
-        (no traceback) when the database cannot be read."""
-        db = self.database()
-        try:
-            with db.connect() as conn:
-                return query(conn)
-        except Exception as exc:
-            fail(f"cannot read the database: {exc.__class__.__name__}")
-            raise AssertionError("unreachable") from None
-        finally:
-            db.dispose()
+        (see :func:`database_errors`) when the database cannot be read.
+
+        A SQLite file that does not exist is not created: the command fails instead."""
+        import sqlalchemy as sa
+
+        url = self.database_url()
+        parsed = sa.engine.make_url(url)
+        local = parsed.get_backend_name() == "sqlite" and parsed.database not in (
+            None,
+            "",
+            ":memory:",
+        )
+        if local and not Path(str(parsed.database)).is_file():
+            fail(f"cannot read {redact(url)}: no such file (run `ninjahook migrate` to create it)")
+        with database_errors(url, "read"):
+            db = self.database()
+            try:
+                with db.connect() as conn:
+                    return query(conn)
+            finally:
+                db.dispose()
+        raise AssertionError("unreachable")
 
     def state(self) -> Any:
         """An :class:`app.state.AppState` with extensions installed, for commands that ingest."""
@@ -67,3 +101,36 @@ pass_ctx = click.make_pass_decorator(AppContext)
 def fail(message: str) -> None:
     """Stop with a one-line error and exit status 1 (no traceback)."""
     raise click.ClickException(message)
+
+
+def redact(url: str) -> str:
+    """``url`` with its password hidden."""
+    from app.storage.db import redact_url
+
+    return redact_url(url)
+
+
+def describe_database_error(url: str, exc: BaseException) -> str:
+    """One line naming the database (password hidden) and the cause of ``exc``."""
+    cause = getattr(exc, "orig", None) or exc
+    first = (str(cause).strip().splitlines() or [""])[0][:200]
+    return f"{redact(url)}: {cause.__class__.__name__}{': ' + first if first else ''}"
+
+
+@contextmanager
+def database_errors(url: str, action: str) -> Iterator[None]:
+    """The one way a command fails on the database: an error from the database inside
+    the block (SQLAlchemy's errors, which wrap the driver's; an OSError such as an
+    unwritable SQLite folder; a migration error) ends the command with one line,
+    ``cannot <action> <url>: <cause>``, and exit status 1.
+
+    Anything else, a programming error above all, is not a database failure: it
+    propagates with its traceback.
+    """
+    import sqlalchemy as sa
+    from alembic.util import CommandError
+
+    try:
+        yield
+    except (sa.exc.SQLAlchemyError, CommandError, OSError) as exc:
+        fail(f"cannot {action} {describe_database_error(url, exc)}")

@@ -10,7 +10,13 @@ from typing import Any, TypeVar
 import click
 import sqlalchemy as sa
 
-from app.cli.context import AppContext, fail, pass_ctx
+from app.cli.context import (
+    AppContext,
+    database_errors,
+    describe_database_error,
+    fail,
+    pass_ctx,
+)
 from app.timeparse import parse_instant
 
 T = TypeVar("T")
@@ -38,19 +44,12 @@ def _client(app_ctx: AppContext) -> Iterator[Any]:
         client.close()
 
 
-def _describe_db_error(exc: sa.exc.SQLAlchemyError) -> str:
-    cause = getattr(exc, "orig", None) or exc
-    first = (str(cause).splitlines() or [""])[0][:200]
-    return f"database: {exc.__class__.__name__}: {first}"
-
-
-def _database_guard(action: Callable[[], T]) -> T:
-    """Run ``action``; a database failure ends the command in one line."""
-    try:
+def _database_guard(app_ctx: AppContext, action: Callable[[], T]) -> T:
+    """Run ``action``; a database failure ends the command in one line
+    (:func:`app.cli.context.database_errors`)."""
+    with database_errors(app_ctx.database_url(), "update"):
         return action()
-    except sa.exc.SQLAlchemyError as exc:
-        fail(f"{_describe_db_error(exc)} (did you run `ninjahook migrate`?)")
-        raise AssertionError("unreachable") from None
+    raise AssertionError("unreachable")
 
 
 def parse_since(text: str) -> float:
@@ -106,7 +105,9 @@ def configure(
     from app.ninjaone import webhook_config
     from app.tokens import load_or_create_token
 
-    config = app_ctx.config
+    # Every setting, the instance folder and the routes file are checked before anything
+    # changes here or in NinjaOne: a bad one fails with one line and no PUT is sent.
+    config = app_ctx.startup_config()
     if config.webhook_tokens:
         token = config.webhook_tokens[0]
     else:
@@ -131,27 +132,29 @@ def configure(
 
     from app.ninjaone.sync import mark_webhook_start
 
-    with _client(app_ctx) as client:
-        client.configure_webhook(configuration.body)
-        body = configuration.body
-        click.echo(
-            f"NinjaOne now delivers {', '.join(body['activities'])} activities to {body['url']} "
-            f"(expand: {', '.join(body['expand']) or 'nothing'})."
-        )
-        state = app_ctx.state()
-        try:
-            start = mark_webhook_start(state, client)
-        except sa.exc.SQLAlchemyError as exc:
-            # The webhook is set; only the backfill starting point is missing, so warn.
-            click.secho(
-                f"warning: could not record where backfill starts ({_describe_db_error(exc)}); "
-                "run `ninjahook migrate`, then `ninjahook backfill` after deliveries begin",
-                fg="yellow",
-                err=True,
+    state = app_ctx.state()  # built before the PUT: nothing in it can fail afterwards
+    try:
+        with _client(app_ctx) as client:
+            client.configure_webhook(configuration.body)
+            body = configuration.body
+            click.echo(
+                f"NinjaOne now delivers {', '.join(body['activities'])} activities to "
+                f"{body['url']} (expand: {', '.join(body['expand']) or 'nothing'})."
             )
-            start = None
-        finally:
-            state.db.dispose()
+            try:
+                start = mark_webhook_start(state, client)
+            except sa.exc.SQLAlchemyError as exc:
+                # The webhook is set; only the backfill starting point is missing, so warn.
+                click.secho(
+                    "warning: could not record where backfill starts "
+                    f"({describe_database_error(app_ctx.database_url(), exc)}); "
+                    "run `ninjahook migrate`, then `ninjahook backfill` after deliveries begin",
+                    fg="yellow",
+                    err=True,
+                )
+                start = None
+    finally:
+        state.db.dispose()
     if start is not None:
         click.echo(
             f"`ninjahook backfill` will recover any activity after id {start} that is missed."
@@ -212,7 +215,7 @@ def sync(app_ctx: AppContext, page_size: int) -> None:
                 progress.update(tasks[kind], completed=done)
 
             result = _database_guard(
-                lambda: sync_entities(state, client, page_size=page_size, progress=report)
+                app_ctx, lambda: sync_entities(state, client, page_size=page_size, progress=report)
             )
     finally:
         state.db.dispose()
@@ -258,9 +261,10 @@ def backfill(app_ctx: AppContext, since: str | None, page_size: int) -> None:
                 progress.update(tasks[stage], completed=done)
 
             result = _database_guard(
+                app_ctx,
                 lambda: run_backfill(
                     state, client, since=since_ts, page_size=page_size, progress=report
-                )
+                ),
             )
     finally:
         state.db.dispose()
@@ -269,6 +273,7 @@ def backfill(app_ctx: AppContext, since: str | None, page_size: int) -> None:
     click.echo(
         f"backfill: {result.fetched} fetched, {result.new} new, {result.present} already stored"
         + (f", {result.skipped} without a usable id" if result.skipped else "")
+        + (f", {result.rejected} rejected (kept)" if result.rejected else "")
         + (f"; checkpoint {result.checkpoint}" if result.checkpoint is not None else "")
     )
 

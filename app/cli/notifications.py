@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from app.cli.context import AppContext, fail, pass_ctx
+from app.cli.context import AppContext, database_errors, fail, pass_ctx
 from app.timeparse import parse_instant
 
 
@@ -100,24 +100,21 @@ def routes_test(app_ctx: AppContext, activity_id: int, path: str | None) -> None
         webhook_payload,
     )
     from app.notifications.matching import describe, matches, template_context
-    from app.notifications.templates import render
+    from app.notifications.templates import markup_for, render
     from app.storage.activities import get_activity_raw
 
     config = _routes(app_ctx, path)
-    db = app_ctx.database()
-    try:
-        with db.connect() as conn:
-            raw = get_activity_raw(conn, activity_id)
-            if raw is None:
-                fail(f"no activity with id {activity_id} is stored")
-            payload = json.loads(raw or b"{}")
-            subject = describe(conn, payload)
-    except click.ClickException:
-        raise
-    except Exception as exc:
-        fail(f"cannot read the database: {exc.__class__.__name__}")
-    finally:
-        db.dispose()
+
+    def read(conn: Any) -> tuple[bytes | None, Any]:
+        raw = get_activity_raw(conn, activity_id)
+        if raw is None:
+            return None, None
+        return raw, describe(conn, json.loads(raw))
+
+    raw, subject = app_ctx.read(read)
+    if raw is None:
+        fail(f"no activity with id {activity_id} is stored")
+    payload = json.loads(raw or b"{}")
     key = alert_key(payload)
     # As ingest decides: only a condition's RESET (it has an alert) resolves.
     event = "resolved" if key is not None and payload.get("statusCode") in RESET_CODES else "notify"
@@ -143,14 +140,17 @@ def routes_test(app_ctx: AppContext, activity_id: int, path: str | None) -> None
         for name in route.destinations:
             dest = config.destinations[name]
             click.echo(f"  → {name} ({dest.kind})")
+            shown = message
+            if markup_for(dest.kind) != "plain":
+                shown = render(context, route.title, route.template, markup_for(dest.kind))
             if dest.kind == "slack":
-                shaped: Any = slack_payload(message)
+                shaped: Any = slack_payload(shown)
             elif dest.kind == "teams":
-                shaped = teams_payload(message)
+                shaped = teams_payload(shown)
             elif dest.kind == "webhook":
-                shaped = webhook_payload(message, Envelope("<delivery id>"), route.name)
+                shaped = webhook_payload(shown, Envelope("<delivery id>"), route.name)
             else:
-                shaped = {"title": message.title, "body": message.text}
+                shaped = {"title": shown.title, "body": shown.text}
             for line in json.dumps(shaped, indent=2, ensure_ascii=False).splitlines():
                 click.echo(f"    {line}")
     if not any_match:
@@ -264,14 +264,13 @@ def deliveries_list(
 def _requeue(app_ctx: AppContext, flt: Any, what: str, *, dead_only: bool = False) -> None:
     from app.notifications.reads import requeue_notifications, retry_dead_letters
 
-    db = app_ctx.database()
-    try:
-        # The dashboard's "retry" calls retry_dead_letters too.
-        count = (retry_dead_letters if dead_only else requeue_notifications)(db, flt)
-    except Exception as exc:
-        fail(f"cannot update the database: {exc.__class__.__name__}")
-    finally:
-        db.dispose()
+    with database_errors(app_ctx.database_url(), "update"):
+        db = app_ctx.database()
+        try:
+            # The dashboard's "retry" calls retry_dead_letters too.
+            count = (retry_dead_letters if dead_only else requeue_notifications)(db, flt)
+        finally:
+            db.dispose()
     click.echo(f"{count} {what} queued again; a running worker sends them now")
 
 

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from app.cli.context import AppContext, fail, pass_ctx
+from app.cli.context import AppContext, database_errors, fail, pass_ctx
 from app.config import SETTINGS, Config, ConfigError
 
 
@@ -27,17 +27,15 @@ def run_migrations(app_ctx: AppContext) -> None:
     """Migrate the configured database to the newest revision, or fail with one line."""
     from app.storage.db import redact_url
 
-    db = app_ctx.database()
-    try:
-        db.migrate()
-        click.echo(f"database {redact_url(db.url)} is at revision {db.current_revision()}")
-    except Exception as exc:
-        fail(
-            f"cannot migrate {redact_url(db.url)}: {exc.__class__.__name__}: "
-            f"{str(exc).splitlines()[0][:200]}"
-        )
-    finally:
-        db.dispose()
+    if not app_ctx.config.database_url:  # SQLite in the instance folder
+        app_ctx.startup_config(routes=False)
+    with database_errors(app_ctx.database_url(), "migrate"):
+        db = app_ctx.database()
+        try:
+            db.migrate()
+            click.echo(f"database {redact_url(db.url)} is at revision {db.current_revision()}")
+        finally:
+            db.dispose()
 
 
 def ensure_tokens(config: Config) -> None:
@@ -92,8 +90,9 @@ def serve(app_ctx: AppContext, host: str, port: int, no_migrate: bool) -> None:
 
     from app.logs import configure_logging
     from app.web.factory import create_app, settle_heap
+    from app.web.server import protocol_with
 
-    config = app_ctx.config
+    config = app_ctx.startup_config()
     configure_logging(config.log_level)
     ensure_tokens(config)
     if not no_migrate:
@@ -109,7 +108,12 @@ def serve(app_ctx: AppContext, host: str, port: int, no_migrate: bool) -> None:
         err=True,
     )
     uvicorn.run(
-        app, host=host, port=port, log_level=config.log_level.lower(), timeout_graceful_shutdown=30
+        app,
+        host=host,
+        port=port,
+        log_level=config.log_level.lower(),
+        timeout_graceful_shutdown=30,
+        http=protocol_with(config.header_timeout),
     )
 
 

@@ -30,12 +30,20 @@ Where the batch runs:
   ``max_batch`` deliveries).
 * PostgreSQL (and SQLite without the writer lock): one writer thread per worker,
   which waits for the database (a commit's WAL flush, a row lock) without holding
-  up the event loop; whatever arrives meanwhile is the next batch.
+  up the event loop; whatever arrives meanwhile is the next batch. The loop wakes
+  the writer once it has run what was ready, so requests that arrived together
+  share a batch. On PostgreSQL the batch runs in psycopg's pipeline mode
+  (:func:`app.storage.prepared.pipelined`) with its activity INSERTs taken for new
+  (:func:`app.storage.activities.speculative_inserts`): it waits for the server
+  once per statement whose rows a stage needs (an alert's lock), not once per
+  statement. Every INSERT's answer is checked before the COMMIT; a redelivered id
+  taken for new rolls the batch back and runs it again, waiting for that id's
+  answer. The writer keeps its connection while batches follow each other.
 
 Failure isolation: when a batch fails for a reason that belongs to one delivery
 (a constraint, a bug in a hook), the batch is rolled back and each delivery is
 stored again in its own transaction, so only the failing one gets the error.
-When the database itself fails (:class:`sqlalchemy.exc.OperationalError`:
+When the database itself fails (:func:`app.ingest.errors.database_unavailable`:
 unreachable, locked, disk full, a failed fsync), every delivery of the batch gets
 that error (the web layer answers 503) without being retried one by one.
 """
@@ -50,15 +58,18 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
+from app.ingest.errors import database_unavailable
 from app.ingest.service import IngestResult, ingest_activity, log_drift_once, store_in_transaction
 from app.state import AppState
+from app.storage.activities import Misspeculated, speculative_inserts
 from app.storage.db import WriterLock
+from app.storage.prepared import pipelined, pipelining_supported
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +77,9 @@ log = logging.getLogger(__name__)
 # Enough to amortize a commit many times over, small enough that one batch holds
 # the SQLite write lock for only milliseconds.
 DEFAULT_MAX_BATCH = 128
+
+# How long the writer thread keeps its PostgreSQL connection between batches.
+HOLD_SECONDS = 1.0
 
 
 class IngestShuttingDown(RuntimeError):
@@ -103,7 +117,14 @@ class GroupCommitter:
         self._stopping = False
         # SQLite with the writer lock: batches run on the event loop.
         self._on_loop = state.db.writer_lock is not None
+        # PostgreSQL (psycopg): a batch's statements go out in pipeline mode, on a
+        # connection the writer thread keeps while batches follow each other.
+        self._pipelined = not self._on_loop and pipelining_supported(state.db.engine)
+        self._held: sa.Connection | None = None
+        self._held_since = 0.0
         self._flush_loop: asyncio.AbstractEventLoop | None = None
+        # Writer thread: the loop that will wake it (see submit).
+        self._wake_loop: asyncio.AbstractEventLoop | None = None
         self._waiter: queue.SimpleQueue[tuple[WriterLock, asyncio.AbstractEventLoop]] | None = None
         # Batches committed and deliveries in them, for the tests and the benchmark.
         self.batches = 0
@@ -119,7 +140,7 @@ class GroupCommitter:
         """
         loop = asyncio.get_running_loop()
         waiting = _Waiting(raw, payload, source, loop, loop.create_future())
-        schedule = False
+        schedule = wake = False
         with self._wake:
             if self._stopping:
                 raise IngestShuttingDown("ingest is shutting down; nothing was stored, retry")
@@ -127,14 +148,30 @@ class GroupCommitter:
             self._queue.append(waiting)
             if not self._on_loop:
                 self._ensure_writer()
-                self._wake.notify()
+                # The writer is woken once this loop has run what is ready (the other
+                # requests that arrived with this one reach submit first), so that they
+                # share the batch: woken at once, it would take this delivery alone
+                # and the others would wait for that batch to commit before theirs.
+                if self._wake_loop is None or self._wake_loop.is_closed():
+                    self._wake_loop = loop
+                    wake = True
+                elif self._wake_loop is not loop:
+                    self._wake.notify()  # another loop's wake-up is pending: no waiting on it
             elif self._flush_loop is None or self._flush_loop.is_closed():
                 # No flush is pending on a live loop: this loop flushes.
                 self._flush_loop = loop
                 schedule = True
         if schedule:
             loop.call_soon(self._flush_on_loop, loop)
+        if wake:
+            loop.call_soon(self._wake_writer, loop)
         return await waiting.future
+
+    def _wake_writer(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._wake:
+            if self._wake_loop is loop:
+                self._wake_loop = None
+            self._wake.notify()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Store what is queued, then end the writer thread (at shutdown)."""
@@ -232,7 +269,9 @@ class GroupCommitter:
             self._queue.clear()
             self._thread = None
             self._waiter = None
+            self._held = None  # the parent's connection: not ours to use or close
             self._flush_loop = None
+            self._wake_loop = None
             self._pid = pid
 
     def _ensure_writer(self) -> None:
@@ -247,8 +286,12 @@ class GroupCommitter:
         while True:
             with self._wake:
                 while not self._queue and not self._stopping:
-                    self._wake.wait()
+                    if self._held is not None and not self._wake.wait(HOLD_SECONDS):
+                        self._release()  # idle: the connection goes back to the pool
+                    elif self._held is None:
+                        self._wake.wait()
                 if not self._queue:
+                    self._release()
                     return
             with self._wake:
                 count = min(len(self._queue), self.max_batch)
@@ -266,18 +309,23 @@ class GroupCommitter:
 
     def _store(self, batch: list[_Waiting]) -> None:
         now = time.time()
+        # PostgreSQL: ids that occur twice in the batch are inserted the usual way.
+        check = _repeated_ids(batch) if self._pipelined else frozenset()
         try:
-            with self.state.db.begin() as conn:
-                for waiting in batch:
-                    waiting.result, waiting.drift = store_in_transaction(
-                        self.state, conn, waiting.raw, waiting.payload, waiting.source, now
-                    )
-        except sa.exc.OperationalError as exc:
-            # The database itself failed: the same for every delivery of the batch.
-            for waiting in batch:
-                waiting.result, waiting.error = None, exc
-            return
+            while True:
+                try:
+                    self._store_once(batch, now, check)
+                    break
+                except Misspeculated as exc:
+                    # A redelivery was taken for new: the transaction was rolled back;
+                    # run the batch again, waiting for the answer on those ids.
+                    check = check | exc.ids
         except Exception as exc:
+            if database_unavailable(exc):
+                # The database itself failed: the same for every delivery of the batch.
+                for waiting in batch:
+                    waiting.result, waiting.error = None, exc
+                return
             if len(batch) == 1:
                 batch[0].result, batch[0].error = None, exc
                 return
@@ -300,6 +348,67 @@ class GroupCommitter:
         for waiting in batch:
             if waiting.result is not None and not waiting.result.duplicate and waiting.drift:
                 log_drift_once(self.state, waiting.drift)
+
+    def _store_once(self, batch: list[_Waiting], now: float, check: frozenset[int]) -> None:
+        if not self._pipelined:
+            with self.state.db.begin() as conn:
+                for waiting in batch:
+                    waiting.result, waiting.drift = store_in_transaction(
+                        self.state, conn, waiting.raw, waiting.payload, waiting.source, now
+                    )
+            return
+        # The pipeline ends (every answer in) before the speculation is checked, and
+        # both before the commit.
+        with (
+            self.state.db.writing(),
+            self._connection() as conn,
+            conn.begin(),
+            speculative_inserts(conn, check),
+            pipelined(conn),
+        ):
+            for waiting in batch:
+                waiting.result, waiting.drift = store_in_transaction(
+                    self.state, conn, waiting.raw, waiting.payload, waiting.source, now
+                )
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sa.Connection]:
+        """A connection for one batch. The writer thread keeps its connection from one
+        batch to the next while they follow each other closely: checked out again, the
+        pool would ping the server first, one more round trip per batch. A connection
+        that failed, or that has been idle for ``HOLD_SECONDS``, goes back to the pool
+        (and is pinged when next checked out)."""
+        if threading.current_thread() is not self._thread:
+            with self.state.db.engine.connect() as conn:
+                yield conn
+            return
+        held, self._held = self._held, None
+        if held is not None and time.monotonic() - self._held_since > HOLD_SECONDS:
+            held.close()
+            held = None
+        conn = held if held is not None else self.state.db.engine.connect()
+        try:
+            yield conn
+        except BaseException:
+            conn.close()
+            raise
+        self._held, self._held_since = conn, time.monotonic()
+
+    def _release(self) -> None:
+        conn, self._held = self._held, None
+        if conn is not None:
+            conn.close()
+
+
+def _repeated_ids(batch: list[_Waiting]) -> frozenset[int]:
+    seen: set[int] = set()
+    repeated: set[int] = set()
+    for waiting in batch:
+        activity_id = waiting.payload["id"]
+        if activity_id in seen:
+            repeated.add(activity_id)
+        seen.add(activity_id)
+    return frozenset(repeated)
 
 
 def _fail(batch: list[_Waiting], exc: BaseException) -> None:

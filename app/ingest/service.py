@@ -11,6 +11,14 @@ from sqlalchemy.engine import Connection
 
 from app.ingest.payload import Subjects, dig
 from app.ingest.pipeline import StoredActivity
+from app.ingest.text import (
+    INDEXED_TEXT_LIMIT,
+    SERIES_UID_LIMIT,
+    bounded_text,
+    clean_payload,
+    may_hold_unstorable,
+    text,
+)
 from app.spec.generated import KNOWN_VALUES
 from app.state import AppState
 from app.storage import activities as store
@@ -29,26 +37,39 @@ class IngestResult:
     activity_type: str | None = None
 
 
+def _number(value: Any) -> float | None:
+    # Validation has ruled out numbers beyond a double's range; a finite activityTime that
+    # is no time (negative, after year 9999) is stored as sent and shown raw.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
 def activity_row(payload: dict[str, Any], raw: bytes, source: str, now: float) -> dict[str, Any]:
-    """The stored columns for a validated payload (ids as :class:`Subjects` reads them)."""
+    """The stored columns for a validated payload (ids as :class:`Subjects` reads them).
+
+    Text columns follow :mod:`app.ingest.text`: NUL and lone surrogates become U+FFFD,
+    seriesUid is bounded to 300 characters, activityType and sourceName (indexed) to 500.
+    ``raw`` is stored exactly.
+    """
     subjects = Subjects.of(payload)
     return {
         "id": payload["id"],
-        "activity_time": payload.get("activityTime"),
+        "activity_time": _number(payload.get("activityTime")),
         "device_id": subjects.device_id,
         "organization_id": subjects.organization_id,
         "location_id": subjects.location_id,
-        "activity_type": payload.get("activityType"),
-        "status_code": payload.get("statusCode"),
-        "severity": payload.get("severity"),
-        "priority": payload.get("priority"),
-        "activity_result": payload.get("activityResult"),
-        "series_uid": payload.get("seriesUid"),
-        "source_config_uid": payload.get("sourceConfigUid"),
-        "source_name": payload.get("sourceName"),
+        "activity_type": bounded_text(payload.get("activityType"), INDEXED_TEXT_LIMIT),
+        "status_code": text(payload.get("statusCode")),
+        "severity": text(payload.get("severity")),
+        "priority": text(payload.get("priority")),
+        "activity_result": text(payload.get("activityResult")),
+        "series_uid": bounded_text(payload.get("seriesUid"), SERIES_UID_LIMIT),
+        "source_config_uid": text(payload.get("sourceConfigUid")),
+        "source_name": bounded_text(payload.get("sourceName"), INDEXED_TEXT_LIMIT),
         "user_id": payload.get("userId"),
-        "message": payload.get("message"),
-        "subject": payload.get("subject"),
+        "message": text(payload.get("message")),
+        "subject": text(payload.get("subject")),
         "source": source,
         "received_at": now,
         "raw": raw,
@@ -78,6 +99,9 @@ def store_in_transaction(
     Returns the result and the unknown enum values of a new activity (counted here;
     log them with :func:`log_drift_once` once the transaction has committed).
     """
+    if may_hold_unstorable(raw):
+        # The hooks (entity cache, alerts, outbox) store text from the payload too.
+        payload = clean_payload(payload)
     row = activity_row(payload, raw, source, now)
     new = store.insert_activity(conn, row)
     drift: list[tuple[str, str]] = []

@@ -27,10 +27,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from app.ingest.errors import database_unavailable
 from app.notifications.reads import notification_metrics
+from app.spec.generated import KNOWN_VALUES
 from app.state import AppState
 from app.storage import metrics as store
 from app.storage.db import Database
+from app.storage.rejected import DROPPED_COUNTER
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,19 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )  # fmt: skip
 SEVERITIES = ("NONE", "MINOR", "MODERATE", "MAJOR", "CRITICAL")
 
+# activityType is a label value a sender chooses. A value webhook.yaml lists is its own
+# label; so is an unknown one up to UNKNOWN_LABEL_LENGTH characters (of a safe
+# alphabet), for the first UNKNOWN_LABELS distinct unknown values a process sees.
+# Every other value is counted under OTHER_LABEL, so no sender can make a label row
+# too long to store (metric_counters.labels is String(500)) or make the series endless.
+KNOWN_ACTIVITY_TYPES = KNOWN_VALUES.get(("activityType",), frozenset())
+UNKNOWN_LABEL_LENGTH = 64
+UNKNOWN_LABELS = 100
+OTHER_LABEL = "other"
+_LABEL_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.:")
+# The labels column's limit (metric_counters.labels is String(500)).
+LABELS_LIMIT = 500
+
 
 def _labels_key(labels: dict[str, str]) -> str:
     return _labels_key_of(tuple(sorted(labels.items())))
@@ -57,6 +73,39 @@ def _labels_key(labels: dict[str, str]) -> str:
 @functools.lru_cache(maxsize=1024)
 def _labels_key_of(items: tuple[tuple[str, str], ...]) -> str:
     return json.dumps(dict(items), sort_keys=True, separators=(",", ":"))
+
+
+class LabelBound:
+    """The bounded set of unknown activityType label values of one process."""
+
+    def __init__(self, limit: int = UNKNOWN_LABELS) -> None:
+        self.limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def label(self, value: str | None) -> str:
+        """The label value to count ``value`` under."""
+        if not value:
+            return ""
+        if value in KNOWN_ACTIVITY_TYPES:
+            return value
+        if len(value) > UNKNOWN_LABEL_LENGTH or not _LABEL_CHARACTERS.issuperset(value):
+            return OTHER_LABEL
+        with self._lock:
+            if value in self._seen:
+                return value
+            if len(self._seen) < self.limit:
+                self._seen.add(value)
+                return value
+        return OTHER_LABEL
+
+
+_ACTIVITY_TYPE_LABELS = LabelBound()
+
+
+def activity_type_label(value: str | None) -> str:
+    """The activityType label value a delivery is counted under (see :class:`LabelBound`)."""
+    return _ACTIVITY_TYPE_LABELS.label(value)
 
 
 class CounterBuffer:
@@ -77,6 +126,9 @@ class CounterBuffer:
     def add(self, name: str, labels: dict[str, str], amount: float = 1.0) -> None:
         """Count ``amount`` more of ``name`` with ``labels``."""
         key = (name, _labels_key(labels))
+        if len(key[1]) > LABELS_LIMIT:
+            log.warning("metrics: labels of %s too long to store; counted as %s", name, OTHER_LABEL)
+            key = (name, _labels_key(dict.fromkeys(labels, OTHER_LABEL)))
         with self._lock:
             self._pending[key] = self._pending.get(key, 0.0) + amount
             if self._timer is None:
@@ -97,12 +149,40 @@ class CounterBuffer:
             with self.db.begin() as conn:
                 for (name, labels), amount in sorted(pending.items()):
                     store.add_to_counter(conn, name, labels, amount)
-        except Exception:
-            # Keep the counts for the next attempt rather than losing them.
-            with self._lock:
-                for key, amount in pending.items():
-                    self._pending[key] = self._pending.get(key, 0.0) + amount
-            raise
+        except Exception as exc:
+            if database_unavailable(exc):
+                # Keep the counts for the next attempt rather than losing them.
+                self._keep(pending)
+                raise
+            # One entry the database refuses must not hold back the others for good:
+            # store each alone, and drop (with a log line) only the ones refused.
+            self._flush_each(pending)
+
+    def _keep(self, pending: dict[tuple[str, str], float]) -> None:
+        with self._lock:
+            for key, amount in pending.items():
+                self._pending[key] = self._pending.get(key, 0.0) + amount
+
+    def _flush_each(self, pending: dict[tuple[str, str], float]) -> None:
+        unavailable: Exception | None = None
+        for index, ((name, labels), amount) in enumerate(sorted(pending.items())):
+            try:
+                with self.db.begin() as conn:
+                    store.add_to_counter(conn, name, labels, amount)
+            except Exception as exc:
+                if database_unavailable(exc):
+                    self._keep(dict(sorted(pending.items())[index:]))
+                    unavailable = exc
+                    break
+                log.error(
+                    "metrics: dropped %g from counter %s %.100s: %s",
+                    amount,
+                    name,
+                    labels,
+                    exc.__class__.__name__,
+                )
+        if unavailable is not None:
+            raise unavailable
 
     def flush_quietly(self) -> None:
         """:meth:`flush`, logging a failure instead of raising (timer and shutdown)."""
@@ -121,7 +201,7 @@ def record_ingest(state: AppState, activity_type: str | None, outcome: str, seco
     """Count one delivery (outcome: new, duplicate, rejected, unauthorized, error) and its
     latency."""
     buffer = buffer_for(state)
-    buffer.add(RECEIVED, {"activityType": activity_type or "", "outcome": outcome})
+    buffer.add(RECEIVED, {"activityType": activity_type_label(activity_type), "outcome": outcome})
     bucket = next((b for b in LATENCY_BUCKETS if seconds <= b), float("inf"))
     buffer.add(LATENCY + "_bucket", {"le": repr(bucket)})
     buffer.add(LATENCY + "_sum", {}, seconds)
@@ -156,6 +236,13 @@ class _DatabaseCollector(Collector):
         backfill = CounterMetricFamily(
             "ninjahook_backfill_runs", "Backfill runs, by outcome.", labels=["outcome"]
         )
+        dropped = CounterMetricFamily(
+            "ninjahook_rejected_dropped",
+            "Rejected deliveries dropped, oldest first, to stay within "
+            "NINJAHOOK_REJECTED_MAX_ROWS and NINJAHOOK_REJECTED_MAX_BYTES.",
+            labels=[],
+        )
+        dropped_total = 0.0
         buckets: dict[float, float] = dict.fromkeys([*LATENCY_BUCKETS, float("inf")], 0.0)
         latency_sum = 0.0
         for name, labels_json, value in counters:
@@ -168,8 +255,12 @@ class _DatabaseCollector(Collector):
                 buckets[float(labels["le"])] = buckets.get(float(labels["le"]), 0.0) + value
             elif name == LATENCY + "_sum":
                 latency_sum += value
+            elif name == DROPPED_COUNTER:
+                dropped_total += value
+        dropped.add_metric([], dropped_total)
         yield received
         yield backfill
+        yield dropped
 
         cumulative: list[tuple[str, float]] = []
         running = 0.0

@@ -3,7 +3,11 @@
 Backfill stores through :func:`app.ingest.service.ingest_activity` with source
 ``backfill``, so hooks and idempotency are exactly those of a webhook delivery.
 The raw bytes of a backfilled activity are the JSON of the activity object as
-the API returned it.
+the API returned it. Before it is stored, an activity passes the validation a webhook
+delivery's body passes (:func:`app.ingest.validation.validate_activity`); one that
+fails is kept as a rejected delivery, with a reason that says it came from backfill,
+and the backfill goes on past it, so one odd activity cannot stop every backfill at
+the same checkpoint.
 
 Where backfill starts: after the *backfill checkpoint*, the newest activity id up
 to which NinjaOne's whole log has been seen (set by ``configure`` when the webhook
@@ -22,7 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.entities.service import device_row, location_row, organization_row
+from app.ingest.rejected import Rejection, keep_rejected
 from app.ingest.service import ingest_activity
+from app.ingest.validation import InvalidBody, first_non_finite, validate_activity
 from app.ninjaone.client import NinjaOneClient, NinjaOneError
 from app.state import AppState
 from app.storage import activities as activity_store
@@ -96,6 +102,7 @@ class BackfillResult:
     new: int = 0
     present: int = 0
     skipped: int = 0
+    rejected: int = 0
     start: int | None = None
     checkpoint: int | None = None
     note: str = ""
@@ -179,8 +186,15 @@ def _backfill(
 
     for done, activity_id in enumerate(sorted(collected), start=1):
         activity = collected[activity_id]
-        raw = json.dumps(activity, separators=(",", ":"), ensure_ascii=False).encode()
-        stored = ingest_activity(state, raw, activity, source="backfill")
+        raw = wire_form(activity)
+        try:
+            payload = checked_activity(activity, raw)
+        except InvalidBody as exc:
+            reject_from_backfill(state, activity_id, raw, exc)
+            result.rejected += 1
+            progress("storing", done)
+            continue
+        stored = ingest_activity(state, raw, payload, source="backfill")
         if stored.duplicate:
             result.present += 1
         else:
@@ -195,6 +209,44 @@ def _backfill(
             store.advance_checkpoint(conn, BACKFILL_CHECKPOINT, reached, time.time())
     result.checkpoint = reached if reached is not None else checkpoint
     return result
+
+
+def wire_form(activity: dict[str, Any]) -> bytes:
+    """The bytes stored for an activity from the API: its compact JSON, as UTF-8 (with
+    ``\\u`` escapes instead when it holds text UTF-8 cannot encode, a lone surrogate)."""
+    try:
+        return json.dumps(activity, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(activity, separators=(",", ":")).encode()
+
+
+def checked_activity(activity: dict[str, Any], raw: bytes) -> dict[str, Any]:
+    """The activity as a webhook delivery of ``raw`` would be parsed and validated.
+
+    :raises InvalidBody: naming the field, as a webhook delivery's 400 would.
+    """
+    # The API's JSON was parsed leniently (an overflowing 1e400 became inf), so name a
+    # number JSON cannot carry before it is written as Infinity.
+    field = first_non_finite(activity)
+    if field is not None:
+        raise InvalidBody(
+            f"{field}: is not a finite number (beyond the range of a 64-bit float)", field=field
+        )
+    return validate_activity(raw)
+
+
+def reject_from_backfill(state: AppState, activity_id: int, raw: bytes, exc: InvalidBody) -> None:
+    """Keep an activity from the API that failed validation as a rejected delivery."""
+    rejection = Rejection(
+        reason=f"backfill: activity {activity_id} from NinjaOne's API: {exc.detail}",
+        field=exc.field,
+        body=raw,
+        body_bytes=len(raw),
+        truncated=False,
+        content_type="application/json",
+    )
+    rejected_id = keep_rejected(state, rejection)
+    log.warning("backfill: rejected activity %d (kept as %d): %s", activity_id, rejected_id, exc)
 
 
 def mark_webhook_start(state: AppState, client: NinjaOneClient) -> int | None:
@@ -223,9 +275,10 @@ def run_backfill(state: AppState) -> None:
         log.warning("backfill failed: %s", exc)
         return
     log.info(
-        "backfill: %d fetched, %d new, %d already stored (%.1fs)",
+        "backfill: %d fetched, %d new, %d already stored, %d rejected (%.1fs)",
         result.fetched,
         result.new,
         result.present,
+        result.rejected,
         time.monotonic() - started,
     )

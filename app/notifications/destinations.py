@@ -18,6 +18,7 @@ import json
 import smtplib
 import ssl
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -26,7 +27,7 @@ from typing import Any
 import httpx
 
 from app.notifications.routes import Destination
-from app.notifications.templates import Message
+from app.notifications.templates import Message, escape_slack, escape_teams
 
 USER_AGENT = "ninjahook"
 # Answers worth another attempt; any other 4xx means the request itself is wrong.
@@ -55,7 +56,11 @@ class Envelope:
 
 
 def slack_payload(message: Message) -> dict[str, Any]:
-    """A Slack incoming-webhook body: ``text`` (the notification fallback) and ``blocks``."""
+    """A Slack incoming-webhook body: ``text`` (the notification fallback) and ``blocks``.
+
+    ``message.text`` was rendered for Slack (its activity text escaped as mrkdwn); the
+    title is plain text, escaped here where Slack reads mrkdwn, and so are the facts.
+    """
     blocks: list[dict[str, Any]] = [
         {
             "type": "header",
@@ -68,20 +73,24 @@ def slack_payload(message: Message) -> dict[str, Any]:
             {
                 "type": "context",
                 "elements": [
-                    {"type": "mrkdwn", "text": f"*{name}:* {value}"[:3000]}
+                    {"type": "mrkdwn", "text": f"*{name}:* {escape_slack(value)}"[:3000]}
                     for name, value in message.facts[:10]
                 ],
             }
         )
-    return {"text": f"{message.title}\n{message.text}".strip(), "blocks": blocks}
+    return {"text": f"{escape_slack(message.title)}\n{message.text}".strip(), "blocks": blocks}
 
 
 def teams_payload(message: Message) -> dict[str, Any]:
-    """A Microsoft Teams incoming-webhook (or Workflows) body: one Adaptive Card attachment."""
+    """A Microsoft Teams incoming-webhook (or Workflows) body: one Adaptive Card attachment.
+
+    ``message.text`` was rendered for Teams (its activity text escaped); the title and
+    the facts are plain text, escaped here.
+    """
     body: list[dict[str, Any]] = [
         {
             "type": "TextBlock",
-            "text": message.title,
+            "text": escape_teams(message.title),
             "weight": "Bolder",
             "size": "Medium",
             "wrap": True,
@@ -93,7 +102,9 @@ def teams_payload(message: Message) -> dict[str, Any]:
         body.append(
             {
                 "type": "FactSet",
-                "facts": [{"title": name, "value": value} for name, value in message.facts],
+                "facts": [
+                    {"title": name, "value": escape_teams(value)} for name, value in message.facts
+                ],
             }
         )
     return {
@@ -245,6 +256,17 @@ def _post(
     )
 
 
+def header_text(text: str) -> str:
+    """``text`` folded into one line for a mail header: control characters and every
+    line break (CR, LF, U+0085, U+2028, U+2029, …) become spaces and runs of spaces
+    one, so an activity's title can neither inject a header nor make the mail unsendable.
+    """
+    spaced = "".join(
+        " " if unicodedata.category(char) in ("Cc", "Zl", "Zp") else char for char in text
+    )
+    return " ".join(spaced.split())
+
+
 def _message_id(delivery_id: str) -> str:
     return f"<{delivery_id}@{MESSAGE_ID_DOMAIN}>"
 
@@ -253,7 +275,7 @@ def _send_email(
     destination: Destination, message: Message, envelope: Envelope, timeout: float
 ) -> Outcome:
     mail = EmailMessage()
-    mail["Subject"] = message.title
+    mail["Subject"] = header_text(message.title)
     mail["From"] = destination.mail_from
     mail["To"] = ", ".join(destination.mail_to)
     mail["Date"] = email.utils.format_datetime(datetime.now(UTC))

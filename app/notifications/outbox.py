@@ -35,7 +35,7 @@ from app.ingest.pipeline import ActivityHook, StoredActivity
 from app.notifications.destinations import Envelope, Outcome, send
 from app.notifications.matching import describe, matches, matching_routes, template_context
 from app.notifications.routes import EMPTY, RoutesConfig, RoutesError, load_routes
-from app.notifications.templates import render
+from app.notifications.templates import markup_for, render
 from app.state import AppState
 from app.storage import activities as activity_store
 from app.storage import notifications as store
@@ -298,7 +298,9 @@ class Worker:
             refers_to=row.refers_to,
         )
         try:
-            message = render(context, route.title, route.template)
+            message = render(
+                context, route.title, route.template, markup=markup_for(destination.kind)
+            )
         except jinja2.TemplateError as exc:
             return Outcome(ok=False, permanent=True, error=f"template error: {exc}")
         return send(

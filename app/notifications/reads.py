@@ -137,14 +137,16 @@ class NotificationMetrics:
 def notification_metrics(state: AppState, now: float | None = None) -> NotificationMetrics:
     """Counts for /metrics (see :class:`NotificationMetrics`)."""
     with state.db.connect() as conn:
+        counted = store.finished_counted(conn)
+    if not counted:  # once per database: count the delivered and dead rows it has
+        with state.db.begin() as conn:
+            store.count_finished_once(conn)
+    with state.db.connect() as conn:
         counts = store.counts_by_destination(conn)
         depth, oldest = store.queue_stats(conn)
     now = time.time() if now is None else now
     return NotificationMetrics(
-        counts=tuple(
-            NotificationCount(r.destination, r.kind, r.status, int(r._mapping["count"]))
-            for r in counts
-        ),
+        counts=tuple(NotificationCount(*row) for row in counts),
         queue_depth=depth,
         oldest_pending_age=max(0.0, now - oldest) if oldest is not None else 0.0,
     )

@@ -7,14 +7,81 @@ rather than failing a delivery.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
+# The markup a rendered body is written in, by destination kind; every other kind gets
+# plain text. Only what a template's expressions print (the activity's text, names from
+# the entity cache) is escaped: the template's own markup stays markup.
+MARKUPS = {"slack": "slack", "teams": "teams"}
+_MARKUP_KEY = "__ninjahook_markup"
+
+# Slack mrkdwn: "&", "<" and ">" as Slack documents; its formatting characters have no
+# escape, so the lookalike full-width forms take their place.
+_SLACK = str.maketrans(
+    {
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        "*": "\uff0a",
+        "_": "\uff3f",
+        "~": "\uff5e",
+        "`": "\uff40",
+    }
+)
+# Adaptive Card TextBlocks take a Markdown subset (emphasis, links, lists): a backslash
+# escapes the punctuation that makes emphasis, links, code and tags anywhere, and the
+# markers that start a list, a heading or a quote at the start of a line.
+_TEAMS_INLINE = re.compile(r"([\\`*_\[\]<>~|])")
+_TEAMS_LINE_START = re.compile(r"^(\s*)(?:([-+#])|(\d+)\.)", re.MULTILINE)
+
+
+def escape_slack(text: str) -> str:
+    """``text`` that Slack's mrkdwn shows as written: no mention, link or formatting."""
+    return text.translate(_SLACK)
+
+
+def escape_teams(text: str) -> str:
+    """``text`` that a Teams Adaptive Card TextBlock shows as written."""
+    text = _TEAMS_INLINE.sub(r"\\\1", text)
+    return _TEAMS_LINE_START.sub(
+        lambda m: m.group(1) + (f"\\{m.group(2)}" if m.group(2) else f"{m.group(3)}\\."), text
+    )
+
+
+ESCAPES: dict[str, Callable[[str], str]] = {"slack": escape_slack, "teams": escape_teams}
+
+
+def markup_for(kind: str) -> str:
+    """The markup a destination of ``kind`` renders (``plain`` when it renders none)."""
+    return MARKUPS.get(kind, "plain")
+
+
+def escape(text: str, markup: str) -> str:
+    """``text`` escaped for ``markup`` (unchanged for ``plain``)."""
+    escaper = ESCAPES.get(markup)
+    return escaper(text) if escaper else text
+
+
+@jinja2.pass_context
+def _finalize(context: jinja2.runtime.Context, value: Any) -> Any:
+    """Every ``{{ expression }}``'s value, escaped for the markup being rendered."""
+    markup = context.get(_MARKUP_KEY)
+    if not markup or markup == "plain" or value is None or isinstance(value, jinja2.Undefined):
+        return value
+    return escape(str(value), str(markup))
+
+
 ENVIRONMENT = SandboxedEnvironment(
-    undefined=jinja2.ChainableUndefined, autoescape=False, keep_trailing_newline=False
+    undefined=jinja2.ChainableUndefined,
+    autoescape=False,
+    keep_trailing_newline=False,
+    finalize=_finalize,
 )
 
 DEFAULT_TITLE = (
@@ -55,10 +122,14 @@ def render(
     context: dict[str, Any],
     title: jinja2.Template | None = None,
     template: jinja2.Template | None = None,
+    markup: str = "plain",
 ) -> Message:
     """Render a route's title and body (or the defaults) with ``context``.
 
     :param context: from :func:`app.notifications.matching.template_context`.
+    :param markup: the destination's (:func:`markup_for`): what the body's expressions
+        print is escaped for it. The title is always plain text (a Slack header, an
+        e-mail subject); a destination that shows it as markup escapes all of it.
     :raises jinja2.TemplateError: when a template fails at render time (the worker
         records it as the delivery's error).
     """
@@ -75,7 +146,7 @@ def render(
     ]
     return Message(
         title=(title or _DEFAULT_TITLE).render(context).strip(),
-        text=(template or _DEFAULT_TEXT).render(context).strip(),
+        text=(template or _DEFAULT_TEXT).render({**context, _MARKUP_KEY: markup}).strip(),
         event=str(context.get("event") or "notify"),
         facts=tuple((name, str(value)) for name, value in facts if value not in (None, "")),
         context=context,

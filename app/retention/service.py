@@ -1,4 +1,4 @@
-"""Retention: old activities, rejected deliveries and the outbox rows of pruned
+"""Retention: activities received long ago, rejected deliveries and the outbox rows of pruned
 activities are deleted daily, in batches.
 
 Each batch is its own short transaction, so ingest never waits long for a lock.
@@ -46,8 +46,12 @@ def prune_database(
     now: float | None = None,
     progress: Callable[[PruneResult], None] | None = None,
 ) -> PruneResult:
-    """Delete activities older than ``retention_days`` and rejected deliveries older than
-    ``max(retention_days, 30)`` days, ``batch_size`` rows per transaction.
+    """Delete activities received more than ``retention_days`` ago and rejected deliveries
+    older than ``max(retention_days, 30)`` days, ``batch_size`` rows per transaction.
+
+    An activity's age counts from when it arrived (``received_at``), not from its
+    activityTime: an old-dated activity (backfill, replay, wrong clock) is kept for the
+    whole period, so a redelivery of it is still recognised as a duplicate.
 
     With an activity go its delivered deliveries and its dead letters that died more
     than ``max(retention_days, 30)`` days ago; an activity with a younger dead letter,
@@ -71,17 +75,23 @@ def prune_database(
         if progress is not None:
             progress(result)
 
+    after_id: int | None = None
     while True:
         with db.begin() as conn:
             pruned = store.prune_activities_batch(
-                conn, activity_cutoff, batch_size, dead_letter_cutoff=dead_letter_cutoff
+                conn,
+                activity_cutoff,
+                batch_size,
+                dead_letter_cutoff=dead_letter_cutoff,
+                after_id=after_id,
             )
         result.activities += pruned.activities
         result.deliveries += pruned.deliveries
         if pruned.activities:
             report()
-        if pruned.activities < batch_size:
+        if pruned.after_id is None:
             break
+        after_id = pruned.after_id
     while True:
         with db.begin() as conn:
             deleted = store.prune_rejected_batch(conn, rejected_cutoff, batch_size)

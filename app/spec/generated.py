@@ -54,6 +54,11 @@ class ExpandedDevice(TypedDict):
     tags: NotRequired[list[str] | None]
     fields: NotRequired[dict[str, Any] | None]
     maintenance: NotRequired[dict[str, Any] | None]
+    deviceType: NotRequired[str | None]
+    ipAddresses: NotRequired[list[str] | None]
+    macAddresses: NotRequired[list[str] | None]
+    publicIP: NotRequired[str | None]
+    notes: NotRequired[list[dict[str, Any]] | None]
     references: NotRequired[dict[str, Any] | None]
 
 
@@ -64,6 +69,9 @@ class ExpandedOrganization(TypedDict):
     name: NotRequired[str | None]
     description: NotRequired[str | None]
     nodeApprovalMode: NotRequired[str | None]
+    tags: NotRequired[list[str] | None]
+    fields: NotRequired[dict[str, Any] | None]
+    userData: NotRequired[dict[str, Any] | None]
 
 
 class ExpandedLocation(TypedDict):
@@ -74,6 +82,9 @@ class ExpandedLocation(TypedDict):
     address: NotRequired[str | None]
     description: NotRequired[str | None]
     organizationId: NotRequired[int | None]
+    tags: NotRequired[list[str] | None]
+    fields: NotRequired[dict[str, Any] | None]
+    userData: NotRequired[dict[str, Any] | None]
 
 
 class IngestResult(TypedDict):
@@ -879,6 +890,7 @@ OPERATION_IDS: tuple[str, ...] = (
     'handlers.activities.get_activity',
     'handlers.activities.get_activity_raw',
     'handlers.activities.list_rejected',
+    'handlers.activities.get_rejected',
     'handlers.activities.list_spec_drift',
     'handlers.health.liveness',
     'handlers.health.readiness',

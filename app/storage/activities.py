@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
-from app.storage.prepared import Prepared
+from app.storage.prepared import Pending, Prepared
 from app.storage.tables import (
     activities,
     devices,
@@ -58,8 +59,66 @@ def insert_activity(conn: Connection, row: Mapping[str, Any]) -> bool:
 
     The primary key decides, so concurrent deliveries of one id on any number
     of processes or hosts store exactly one row.
+
+    Inside :func:`speculative_inserts` (and :func:`app.storage.prepared.pipelined`),
+    the INSERT is sent ahead and True is answered before the server has; the block's
+    end checks every such answer.
     """
-    return bool(_INSERT_ACTIVITY.execute(conn, row))
+    speculation: _Speculation | None = conn.info.get(_SPECULATION)
+    if speculation is None or row["id"] in speculation.check:
+        return bool(_INSERT_ACTIVITY.execute(conn, row))
+    pending = _INSERT_ACTIVITY.send(conn, row)
+    if not pending.in_pipeline:
+        return bool(pending.rows())  # it has run already: no need to guess
+    speculation.sent.append((row["id"], pending))
+    return True
+
+
+class Misspeculated(Exception):
+    """Activities that :func:`speculative_inserts` took for new were stored already.
+
+    The transaction must be rolled back (the ingest stages ran for them) and run again
+    with ``ids`` in ``check``.
+    """
+
+    def __init__(self, ids: set[int]) -> None:
+        super().__init__(f"{len(ids)} activities were stored already")
+        self.ids = ids
+
+
+@dataclass
+class _Speculation:
+    check: frozenset[int]
+    sent: list[tuple[int, Pending]] = field(default_factory=list)
+
+
+_SPECULATION = "ninjahook.activities.speculation"
+
+
+@contextmanager
+def speculative_inserts(conn: Connection, check: frozenset[int] = frozenset()) -> Iterator[None]:
+    """Inside the block, :func:`insert_activity` does not wait for the server's answer
+    when a pipeline is open on ``conn``: it answers True (new) at once.
+
+    Deliveries are new but for the rare redelivery, so a batch of them can go to
+    PostgreSQL without one round trip per activity. Open the pipeline inside this
+    block: when the block ends, every answer has arrived and is checked.
+
+    :param check: ids to insert the usual way, answer awaited (an id that occurs
+        twice in the batch, or that was taken for new before).
+    :raises Misspeculated: an id taken for new was stored already (by an earlier
+        transaction, or earlier in this one); roll back and run the batch again with
+        those ids in ``check``. Nothing else that the block raises is changed.
+    """
+    speculation = _Speculation(check)
+    conn.info[_SPECULATION] = speculation
+    try:
+        yield
+    finally:
+        conn.info.pop(_SPECULATION, None)
+    stored = {activity_id for activity_id, pending in speculation.sent if not pending.rows()}
+    if stored:
+        raise Misspeculated(stored)
 
 
 def _insert_activity_statement(dialect: str) -> Any:
@@ -170,22 +229,53 @@ def _fts_phrase(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-def record_select(rows: sa.FromClause = activities) -> sa.Select[Any]:
+@dataclass(frozen=True)
+class Preview:
+    """How much of an activity's long values a list reads.
+
+    ``chars`` characters of message and subject (one more is read, so that a cut text
+    can be told from one of exactly that length), and the raw body only when it is at
+    most ``payload_bytes`` long (NULL otherwise). The cutting happens in SQL, so a page
+    never brings a whole long value into the worker.
+    """
+
+    chars: int
+    payload_bytes: int
+
+
+def preview_of(column: sa.ColumnElement[Any], chars: int) -> sa.ColumnElement[Any]:
+    """``column``'s first ``chars + 1`` characters (bytes for a binary column), in SQL."""
+    return sa.func.substr(column, 1, chars + 1, type_=column.type)
+
+
+def record_select(
+    rows: sa.FromClause = activities, *, preview: Preview | None = None
+) -> sa.Select[Any]:
     """Every API column under its API name, the raw body, and the names from the entity cache.
 
     An activity delivered without expansion still gets organization and location
     names through its cached device. ``rows``, when given, is a subquery of the ``id``s
-    to return: the entity names are then joined for those rows only.
+    to return: the entity names are then joined for those rows only. With ``preview``,
+    message, subject and raw are cut as :class:`Preview` says.
     """
     org_id = sa.func.coalesce(activities.c.organization_id, devices.c.organization_id)
     loc_id = sa.func.coalesce(activities.c.location_id, devices.c.location_id)
     source: sa.FromClause = activities
     if rows is not activities:
         source = rows.join(activities, activities.c.id == rows.c.id)
+    columns: dict[str, sa.ColumnElement[Any]] = dict(ACTIVITY_COLUMNS)
+    raw: sa.ColumnElement[Any] = activities.c.raw
+    if preview is not None:
+        columns["message"] = preview_of(activities.c.message, preview.chars)
+        columns["subject"] = preview_of(activities.c.subject, preview.chars)
+        raw = sa.case(
+            (sa.func.length(activities.c.raw) <= preview.payload_bytes, activities.c.raw),
+            else_=sa.null(),
+        )
     return (
         sa.select(
-            *[col.label(name) for name, col in ACTIVITY_COLUMNS.items()],
-            activities.c.raw.label("raw"),
+            *[col.label(name) for name, col in columns.items()],
+            raw.label("raw"),
             sa.func.coalesce(devices.c.display_name, devices.c.system_name).label("deviceName"),
             organizations.c.name.label("organizationName"),
             locations.c.name.label("locationName"),
@@ -213,22 +303,28 @@ def _page_ids(
 
 
 def list_activities(
-    conn: Connection, flt: ActivityFilter, *, limit: int, before_id: int | None = None
+    conn: Connection,
+    flt: ActivityFilter,
+    *,
+    limit: int,
+    before_id: int | None = None,
+    preview: Preview | None = None,
 ) -> list[Row[Any]]:
     """Up to ``limit`` activities matching ``flt``, newest (highest id) first, below ``before_id``.
 
     Rows carry the API column names and ``raw``. The page's ids are chosen first, from
     the indexes, and the entity names joined for those rows only: joining before the
-    ORDER BY ... LIMIT would look up names for every row in a time range.
+    ORDER BY ... LIMIT would look up names for every row in a time range. With
+    ``preview``, long values are cut in SQL (:class:`Preview`).
     """
     if flt.text and len(flt.text) >= TRIGRAM and conn.dialect.name == "sqlite":
         ids = _text_page_ids(conn, flt, limit, before_id)
         if not ids:
             return []
-        stmt = record_select().where(activities.c.id.in_(ids))
+        stmt = record_select(preview=preview).where(activities.c.id.in_(ids))
     else:
         page = _page_ids(_where(flt), limit, before_id).subquery("page")
-        stmt = record_select(page)
+        stmt = record_select(page, preview=preview)
     return list(conn.execute(stmt.order_by(activities.c.id.desc())))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from app.storage.activities import insert_for, record_select
+from app.storage.activities import Preview, insert_for, preview_of, record_select
 from app.storage.prepared import Prepared
 from app.storage.tables import (
     activities,
@@ -69,10 +69,20 @@ def _lock_statement(dialect: str) -> Any:
     ).returning(*_ALERT_COLUMNS)
 
 
+# What a link row holds besides its key (app.alerts.service.link_columns computes them).
+LINK_COLUMNS = tuple(
+    column.name for column in alert_activities.c if column.name not in ("alert_key", "activity_id")
+)
+
+
 def _link_statement(dialect: str) -> Any:
     return (
         insert_for(dialect, alert_activities)
-        .values(alert_key=sa.bindparam("alert_key"), activity_id=sa.bindparam("activity_id"))
+        .values(
+            alert_key=sa.bindparam("alert_key"),
+            activity_id=sa.bindparam("activity_id"),
+            **{name: sa.bindparam(name) for name in LINK_COLUMNS},
+        )
         .on_conflict_do_nothing(
             index_elements=[alert_activities.c.alert_key, alert_activities.c.activity_id]
         )
@@ -104,9 +114,126 @@ def lock_alert(conn: Connection, key: str) -> Mapping[str, Any]:
     return row
 
 
-def link_activity(conn: Connection, key: str, activity_id: int) -> None:
-    """Add an activity to an alert's history (once, whatever happens)."""
-    _LINK.execute(conn, {"alert_key": key, "activity_id": activity_id})
+def link_activity(
+    conn: Connection, key: str, activity_id: int, values: Mapping[str, Any] | None = None
+) -> None:
+    """Add an activity to an alert's history (once, whatever happens); ``values`` holds
+    :data:`LINK_COLUMNS` (missing ones are stored as NULL)."""
+    columns = dict.fromkeys(LINK_COLUMNS)
+    columns.update(values or {})
+    _LINK.execute(conn, {**columns, "alert_key": key, "activity_id": activity_id})
+
+
+# Below every real ordering key: "after nothing" means "from the start".
+_NO_TIME = -1e300
+_NO_ID = -(2**63)
+
+
+def _fold_inputs_statement() -> sa.Select[Any]:
+    link = alert_activities.c
+    key = link.alert_key == sa.bindparam("key", type_=alerts.c.key.type)
+    position = sa.tuple_(link.order_time, link.activity_id)
+    newest_first = (link.order_time.desc(), link.activity_id.desc())
+    oldest_first = (link.order_time, link.activity_id)
+
+    def point(*where: Any, order: Any) -> Any:
+        return (
+            sa.select(link.order_time.label("t"), link.activity_id.label("id"))
+            .where(key, *where)
+            .order_by(*order)
+            .limit(1)
+        )
+
+    def at(cte: Any) -> Any:
+        """(t, id) of a one-row CTE, or the position before everything when it is empty."""
+        return sa.tuple_(
+            sa.func.coalesce(sa.select(cte.c.t).scalar_subquery(), sa.literal(_NO_TIME, sa.Float)),
+            sa.func.coalesce(
+                sa.select(cte.c.id).scalar_subquery(), sa.literal(_NO_ID, sa.BigInteger)
+            ),
+        )
+
+    triggered = point(link.kind == "T", order=newest_first).cte("last_triggered")
+    reset = point(link.kind == "R", order=newest_first).cte("last_reset")
+    # The last RESET before the last TRIGGERED, then the first TRIGGERED after it: the
+    # TRIGGERED that opened the alert's current (or last) episode.
+    reset_before = point(
+        link.kind == "R",
+        position
+        < sa.tuple_(
+            sa.select(triggered.c.t).scalar_subquery(), sa.select(triggered.c.id).scalar_subquery()
+        ),
+        order=newest_first,
+    ).cte("reset_before")
+    opening = point(link.kind == "T", position > at(reset_before), order=oldest_first).cte(
+        "opening"
+    )
+    acknowledged = (
+        sa.select(link.activity_id).where(key, link.kind == "A", position > at(opening)).exists()
+    )
+
+    def first_from_last_triggered(column: Any, value: Any) -> Any:
+        return (
+            sa.select(value)
+            .where(key, column.is_not(None), position >= at(triggered))
+            .order_by(*oldest_first)
+            .limit(1)
+            .scalar_subquery()
+        )
+
+    def latest(column: Any) -> Any:
+        return (
+            sa.select(column)
+            .where(key, column.is_not(None))
+            .order_by(*newest_first)
+            .limit(1)
+            .scalar_subquery()
+        )
+
+    points = sa.select(
+        sa.select(triggered.c.t).scalar_subquery().label("triggered_time"),
+        sa.select(triggered.c.id).scalar_subquery().label("triggered_id"),
+        sa.select(reset.c.t).scalar_subquery().label("reset_time"),
+        sa.select(reset.c.id).scalar_subquery().label("reset_id"),
+        sa.select(opening.c.t).scalar_subquery().label("opened_at"),
+        acknowledged.label("acknowledged"),
+        first_from_last_triggered(link.severity, link.severity).label("severity"),
+        first_from_last_triggered(link.message_set, link.activity_id).label("message_id"),
+        *(latest(link[name]).label(name) for name in _LATEST_COLUMNS),
+    ).cte("points")
+    described = activities.alias("described")
+    worded = activities.alias("worded")
+    return (
+        sa.select(
+            points,
+            described.c.priority.label("priority"),
+            worded.c.message.label("message"),
+        )
+        .select_from(points)
+        .outerjoin(described, described.c.id == points.c.triggered_id)
+        .outerjoin(worded, worded.c.id == points.c.message_id)
+    )
+
+
+_LATEST_COLUMNS = ("device_id", "organization_id", "location_id", "source_name")
+
+
+def fold_inputs(conn: Connection, key: str) -> Mapping[str, Any]:
+    """The few linked events that decide an alert's columns, found by index seeks.
+
+    ``triggered_*`` / ``reset_*``: the last TRIGGERED / RESET (None without one);
+    ``opened_at``: the time of the first TRIGGERED after the last RESET that precedes the
+    last TRIGGERED; ``acknowledged``: an ACKNOWLEDGED after that one (after nothing, without
+    a TRIGGERED); ``severity``, ``message``: the first non-null one from the last
+    TRIGGERED on (from the start, without one); ``priority``: the last TRIGGERED's;
+    device, organization, location and source name: the latest non-null ones. Each is
+    one seek on an alert_activities index, so the cost does not grow with the history.
+    """
+    row = conn.execute(_FOLD_INPUTS, {"key": key}).one()
+    return dict(row._mapping)
+
+
+_FOLD_INPUTS = _fold_inputs_statement()
 
 
 def alert_events(conn: Connection, key: str) -> list[Row[Any]]:
@@ -149,24 +276,29 @@ def count_condition_activities(conn: Connection) -> int:
 
 
 def replace_all(
-    conn: Connection, rows: Sequence[Mapping[str, Any]], links: Sequence[tuple[str, int]]
+    conn: Connection, rows: Sequence[Mapping[str, Any]], links: Sequence[Mapping[str, Any]]
 ) -> None:
-    """Drop every alert and link, then store ``rows`` and ``links`` (``alerts rebuild``)."""
+    """Drop every alert and link, then store ``rows`` and ``links`` (``alerts rebuild``;
+    a link has ``alert_key``, ``activity_id`` and :data:`LINK_COLUMNS`)."""
     conn.execute(sa.delete(alert_activities))
     conn.execute(sa.delete(alerts))
     for start in range(0, len(rows), 1000):
         conn.execute(sa.insert(alerts), [dict(r) for r in rows[start : start + 1000]])
     for start in range(0, len(links), 5000):
-        conn.execute(
-            sa.insert(alert_activities),
-            [{"alert_key": k, "activity_id": a} for k, a in links[start : start + 5000]],
-        )
+        conn.execute(sa.insert(alert_activities), [dict(x) for x in links[start : start + 5000]])
 
 
-def _alert_select() -> sa.Select[Any]:
+def _alert_select(preview: int | None = None) -> sa.Select[Any]:
+    """Alert rows with entity names; with ``preview``, the message cut in SQL to
+    ``preview + 1`` characters (one more than shown, to tell a cut one)."""
+    columns: list[sa.ColumnElement[Any]] = list(alerts.c)
+    if preview is not None:
+        columns = [
+            preview_of(c, preview).label("message") if c.name == "message" else c for c in alerts.c
+        ]
     return (
         sa.select(
-            alerts,
+            *columns,
             _DEVICE_NAME.label("device_name"),
             organizations.c.name.label("organization_name"),
             locations.c.name.label("location_name"),
@@ -179,11 +311,17 @@ def _alert_select() -> sa.Select[Any]:
 
 
 def list_alerts(
-    conn: Connection, flt: AlertFilter, *, limit: int, before_id: int | None = None
+    conn: Connection,
+    flt: AlertFilter,
+    *,
+    limit: int,
+    before_id: int | None = None,
+    preview: int | None = None,
 ) -> list[Row[Any]]:
     """Up to ``limit`` alerts matching ``flt``, most recently active (by last activity id)
-    first, below ``before_id``; rows carry the entity names."""
-    stmt = _alert_select().where(alerts.c.last_activity_id.is_not(None))
+    first, below ``before_id``; rows carry the entity names. With ``preview``, messages
+    are cut in SQL (see :func:`_alert_select`)."""
+    stmt = _alert_select(preview).where(alerts.c.last_activity_id.is_not(None))
     if flt.state != "all":
         stmt = stmt.where(alerts.c.state == flt.state)
     if flt.organization_id is not None:
@@ -202,14 +340,14 @@ def get_alert(conn: Connection, key: str) -> Row[Any] | None:
     return conn.execute(_alert_select().where(alerts.c.key == key)).first()
 
 
-def alert_history(conn: Connection, key: str) -> list[Row[Any]]:
+def alert_history(conn: Connection, key: str, *, preview: Preview | None = None) -> list[Row[Any]]:
     """An alert's activities under API column names with ``raw`` and entity names, oldest
-    first (by activityTime, as the alert was folded)."""
+    first (by activityTime, as the alert was folded); long values cut as ``preview`` says."""
     order_time = sa.func.coalesce(activities.c.activity_time, activities.c.received_at)
     ids = sa.select(alert_activities.c.activity_id.label("id")).where(
         alert_activities.c.alert_key == key
     )
-    stmt = record_select(ids.subquery()).order_by(order_time, activities.c.id)
+    stmt = record_select(ids.subquery(), preview=preview).order_by(order_time, activities.c.id)
     return list(conn.execute(stmt))
 
 

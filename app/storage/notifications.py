@@ -8,8 +8,10 @@ expired lease, and is taken again like a pending one.
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,16 +19,28 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from app.storage.activities import dialect_insert
+from app.storage.metrics import add_to_counter
 from app.storage.tables import (
     deliveries,
     devices,
     locations,
+    metric_counters,
     organizations,
     route_notices,
 )
 
 PENDING, DELIVERING, DELIVERED, DEAD = "pending", "delivering", "delivered", "dead"
 STATUSES = (PENDING, DELIVERING, DELIVERED, DEAD)
+UNFINISHED = (PENDING, DELIVERING)
+FINISHED = (DELIVERED, DEAD)
+
+# How many deliveries are delivered or dead, by destination and kind, is kept in
+# ``metric_counters`` (row name FINISHED_COUNT), changed in the same transaction as
+# the rows themselves: /metrics then never counts the outbox's whole history. Rows of
+# a database from before these counts existed are counted once (FINISHED_COUNTED marks
+# that this was done; see count_finished_once).
+FINISHED_COUNT = "outbox_finished"
+FINISHED_COUNTED = "outbox_finished_counted"
 
 
 def cached_entities(conn: Connection, device_id: int) -> dict[str, Any]:
@@ -283,12 +297,64 @@ def claim(conn: Connection, *, now: float, lease: float, holder: str, limit: int
     return list(conn.execute(stmt).all())
 
 
+def _finished_labels(destination: str, kind: str, status: str) -> str:
+    labels = {"destination": destination, "kind": kind, "status": status}
+    return json.dumps(labels, sort_keys=True, separators=(",", ":"))
+
+
+def count_finished(conn: Connection, rows: Iterable[Sequence[Any]], sign: int) -> None:
+    """Add ``sign`` (1 or -1) per (destination, kind, status) row to the finished counts;
+    call it in the transaction that moved those rows into (1) or out of (-1) a finished
+    status, or deleted them (-1)."""
+    tally = Counter((str(r[0]), str(r[1]), str(r[2])) for r in rows)
+    for (destination, kind, status), n in sorted(tally.items()):
+        if status in FINISHED:
+            add_to_counter(
+                conn, FINISHED_COUNT, _finished_labels(destination, kind, status), sign * n
+            )
+
+
+def finished_counted(conn: Connection) -> bool:
+    """True once :func:`count_finished_once` has run on this database."""
+    m = metric_counters.c
+    found = conn.execute(sa.select(m.value).where(m.name == FINISHED_COUNTED)).first()
+    return found is not None
+
+
+def count_finished_once(conn: Connection) -> None:
+    """Set the finished counts from the rows themselves (one scan of the outbox, once per
+    database), unless that was done already; call it in a write transaction.
+
+    The write comes first: on SQLite it takes the write lock, and on PostgreSQL the
+    table lock waits for transactions that change deliveries and holds off new ones,
+    so no status change falls between the count and the counters."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("LOCK TABLE deliveries IN SHARE MODE")
+    m = metric_counters.c
+    marked = conn.execute(
+        dialect_insert(conn, metric_counters)
+        .values(name=FINISHED_COUNTED, labels="{}", value=1.0)
+        .on_conflict_do_nothing(index_elements=[m.name, m.labels])
+    )
+    if not marked.rowcount:
+        return
+    conn.execute(sa.delete(metric_counters).where(m.name == FINISHED_COUNT))
+    c = deliveries.c
+    counted = conn.execute(
+        sa.select(c.destination, c.kind, c.status, sa.func.count())
+        .where(c.status.in_(FINISHED))
+        .group_by(c.destination, c.kind, c.status)
+    ).all()
+    for destination, kind, status, n in counted:
+        add_to_counter(conn, FINISHED_COUNT, _finished_labels(destination, kind, status), n)
+
+
 def mark_delivered(
     conn: Connection, delivery_id: int, holder: str, now: float, status_code: int | None
 ) -> bool:
     """Record success; False when the lease had passed to another worker meanwhile."""
     c = deliveries.c
-    result = conn.execute(
+    changed = conn.execute(
         sa.update(deliveries)
         .where(c.id == delivery_id, c.leased_by == holder, c.status == DELIVERING)
         .values(
@@ -299,8 +365,10 @@ def mark_delivered(
             last_status_code=status_code,
             last_error=None,
         )
-    )
-    return bool(result.rowcount)
+        .returning(c.destination, c.kind, c.status)
+    ).all()
+    count_finished(conn, changed, 1)
+    return bool(changed)
 
 
 def mark_failed(
@@ -316,7 +384,7 @@ def mark_failed(
     """Record a failed attempt: pending again at ``retry_at``, or a dead letter when
     ``retry_at`` is None. False when the lease had passed to another worker."""
     c = deliveries.c
-    result = conn.execute(
+    changed = conn.execute(
         sa.update(deliveries)
         .where(c.id == delivery_id, c.leased_by == holder, c.status == DELIVERING)
         .values(
@@ -327,8 +395,10 @@ def mark_failed(
             last_error=error,
             last_status_code=status_code,
         )
-    )
-    return bool(result.rowcount)
+        .returning(c.destination, c.kind, c.status)
+    ).all()
+    count_finished(conn, changed, 1)
+    return bool(changed)
 
 
 @dataclass(frozen=True)
@@ -385,39 +455,57 @@ def requeue(conn: Connection, flt: NotificationFilter, now: float) -> int:
     received it already can recognise it.
     """
     c = deliveries.c
-    result = conn.execute(
-        sa.update(deliveries)
-        .where(*flt.where(), c.status.in_([DELIVERED, DEAD]))
-        .values(
-            status=PENDING,
-            attempts=0,
-            next_attempt_at=now,
-            lease_expires_at=None,
-            leased_by=None,
-            updated_at=now,
-        )
-    )
-    return int(result.rowcount or 0)
-
-
-def counts_by_destination(conn: Connection) -> list[Row[Any]]:
-    """(destination, kind, status, count) for every combination present."""
-    c = deliveries.c
-    return list(
-        conn.execute(
-            sa.select(c.destination, c.kind, c.status, sa.func.count().label("count"))
-            .group_by(c.destination, c.kind, c.status)
-            .order_by(c.destination, c.status)
+    requeued = 0
+    # One statement per finished status, so each knows the status its rows leave.
+    for status in FINISHED:
+        rows = conn.execute(
+            sa.update(deliveries)
+            .where(*flt.where(), c.status == status)
+            .values(
+                status=PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                lease_expires_at=None,
+                leased_by=None,
+                updated_at=now,
+            )
+            .returning(c.destination, c.kind)
         ).all()
-    )
+        count_finished(conn, [(r[0], r[1], status) for r in rows], -1)
+        requeued += len(rows)
+    return requeued
+
+
+def counts_by_destination(conn: Connection) -> list[tuple[str, str, str, int]]:
+    """(destination, kind, status, count) for every combination present, ordered by
+    destination and status.
+
+    Pending and in-flight rows are counted through the status index (their number is
+    the backlog, not the history); delivered and dead ones are read from the counts
+    kept with every change (see :func:`count_finished`). Call :func:`count_finished_once`
+    first on a database that may predate those counts."""
+    c = deliveries.c
+    found: list[tuple[str, str, str, int]] = [
+        (str(r[0]), str(r[1]), str(r[2]), int(r[3]))
+        for r in conn.execute(
+            sa.select(c.destination, c.kind, c.status, sa.func.count())
+            .where(c.status.in_(UNFINISHED))
+            .group_by(c.destination, c.kind, c.status)
+        )
+    ]
+    m = metric_counters.c
+    for labels, value in conn.execute(
+        sa.select(m.labels, m.value).where(m.name == FINISHED_COUNT, m.value > 0)
+    ):
+        parsed = json.loads(labels)
+        found.append((parsed["destination"], parsed["kind"], parsed["status"], int(value)))
+    return sorted(found, key=lambda r: (r[0], r[2], r[1]))
 
 
 def queue_stats(conn: Connection) -> tuple[int, float | None]:
     """How many deliveries wait (pending or in flight) and the oldest one's creation time."""
     c = deliveries.c
     row = conn.execute(
-        sa.select(sa.func.count(), sa.func.min(c.created_at)).where(
-            c.status.in_([PENDING, DELIVERING])
-        )
+        sa.select(sa.func.count(), sa.func.min(c.created_at)).where(c.status.in_(UNFINISHED))
     ).one()
     return int(row[0] or 0), row[1]

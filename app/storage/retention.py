@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from app.storage.notifications import count_finished
 from app.storage.tables import (
     activities,
     alert_activities,
@@ -55,35 +56,66 @@ def _finished(dead_letter_cutoff: float | None) -> sa.ColumnElement[bool]:
 
 @dataclass(frozen=True)
 class PrunedActivities:
-    """What one batch of :func:`prune_activities_batch` deleted."""
+    """What one batch of :func:`prune_activities_batch` deleted, and where the next
+    batch starts (``after_id``; None when the whole table has been looked at)."""
 
     activities: int
     deliveries: int
+    after_id: int | None = None
+
+
+# How many activity ids one batch looks at, per row it may delete: bounds every
+# transaction's read however few of the stored activities are old enough.
+SCAN_FACTOR = 10
 
 
 def prune_activities_batch(
-    conn: Connection, cutoff: float, batch: int, *, dead_letter_cutoff: float | None = None
+    conn: Connection,
+    cutoff: float,
+    batch: int,
+    *,
+    dead_letter_cutoff: float | None = None,
+    after_id: int | None = None,
 ) -> PrunedActivities:
-    """Delete up to ``batch`` activities older than ``cutoff`` (activityTime, or the
-    arrival time when it has none) that no open alert and no unfinished delivery needs
-    (see :func:`_keeps_outbox_work`).
+    """Delete up to ``batch`` activities that arrived (``received_at``) before ``cutoff``
+    and that no open alert and no unfinished delivery needs (see :func:`_keeps_outbox_work`).
+
+    Retention counts from arrival, never from activityTime: an activity that NinjaOne
+    dates long ago (a backfill, a replayed delivery, a device with a wrong clock) stays
+    for the whole retention period, so its redelivery is still a duplicate.
+
+    The batch looks only at the next ``batch * SCAN_FACTOR`` activities by id after
+    ``after_id`` (``received_at`` has no index: the primary key bounds the read), and
+    returns where the next batch starts.
 
     Their alert links and finished deliveries go with them, and so does a closed alert
     left with no history.
     """
-    old = sa.or_(
-        activities.c.activity_time < cutoff,
-        sa.and_(activities.c.activity_time.is_(None), activities.c.received_at < cutoff),
-    )
+    a = activities.c
+    scan = max(batch, 1) * SCAN_FACTOR
+    start = a.id > after_id if after_id is not None else sa.true()
+    last = conn.execute(
+        sa.select(a.id).where(start).order_by(a.id).offset(scan - 1).limit(1)
+    ).scalar_one_or_none()
+    window = start if last is None else sa.and_(start, a.id <= last)
     ids = list(
         conn.execute(
-            sa.select(activities.c.id)
-            .where(old, ~_keeps_open_alert(), ~_keeps_outbox_work(dead_letter_cutoff))
+            sa.select(a.id)
+            .where(
+                window,
+                a.received_at < cutoff,
+                ~_keeps_open_alert(),
+                ~_keeps_outbox_work(dead_letter_cutoff),
+            )
+            .order_by(a.id)
             .limit(batch)
         ).scalars()
     )
+    # A full batch: the next one starts after its last id (the window may hold more).
+    # Otherwise the window is done: the next batch starts after it, or nothing is left.
+    after: int | None = ids[-1] if len(ids) == batch else last
     if not ids:
-        return PrunedActivities(0, 0)
+        return PrunedActivities(0, 0, after)
     keys = list(
         conn.execute(
             sa.select(alert_activities.c.alert_key)
@@ -94,11 +126,13 @@ def prune_activities_batch(
     conn.execute(sa.delete(alert_activities).where(alert_activities.c.activity_id.in_(ids)))
     # The status is checked again here: a delivery re-queued (`deliveries replay`) since
     # the SELECT above stays; the worker then records it as a dead letter.
+    d = deliveries.c
     outbox = conn.execute(
-        sa.delete(deliveries).where(
-            deliveries.c.activity_id.in_(ids), _finished(dead_letter_cutoff)
-        )
-    )
+        sa.delete(deliveries)
+        .where(d.activity_id.in_(ids), _finished(dead_letter_cutoff))
+        .returning(d.destination, d.kind, d.status)
+    ).all()
+    count_finished(conn, outbox, -1)
     conn.execute(sa.delete(activities).where(activities.c.id.in_(ids)))
     if keys:
         linked = sa.select(alert_activities.c.alert_key).where(
@@ -109,7 +143,7 @@ def prune_activities_batch(
                 alerts.c.key.in_(keys), alerts.c.state == "closed", ~linked.exists()
             )
         )
-    return PrunedActivities(len(ids), int(outbox.rowcount or 0))
+    return PrunedActivities(len(ids), len(outbox), after)
 
 
 def prune_rejected_batch(conn: Connection, cutoff: float, batch: int) -> int:
@@ -153,9 +187,12 @@ def prune_deliveries_batch(
         return 0, None
     orphaned = sa.and_(_finished(dead_letter_cutoff), _activity_gone(d.activity_id))
     deleted = conn.execute(
-        sa.delete(deliveries).where(d.id >= window[0], d.id <= window[-1], orphaned)
-    )
-    return int(deleted.rowcount or 0), (window[-1] if len(window) == batch else None)
+        sa.delete(deliveries)
+        .where(d.id >= window[0], d.id <= window[-1], orphaned)
+        .returning(d.destination, d.kind, d.status)
+    ).all()
+    count_finished(conn, deleted, -1)
+    return len(deleted), (window[-1] if len(window) == batch else None)
 
 
 def prune_route_notices_batch(conn: Connection, batch: int) -> int:

@@ -8,14 +8,13 @@ every configured token.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from typing import Any
 
 from app.web.request_state import request_state
+from app.web.sessions import SESSION_COOKIE, session_valid
 
-SESSION_COOKIE = "ninjahook_session"
-_SESSION_CONTEXT = b"ninjahook-dashboard-session-v1"
+__all__ = ["SESSION_COOKIE"]
 
 
 def token_matches(candidate: str, tokens: tuple[str, ...]) -> bool:
@@ -25,11 +24,6 @@ def token_matches(candidate: str, tokens: tuple[str, ...]) -> bool:
     for token in tokens:
         matched |= hmac.compare_digest(given, token.encode("utf-8"))
     return matched
-
-
-def session_value(token: str) -> str:
-    """The cookie value for a read token: derived from it, not the token itself."""
-    return hmac.new(token.encode(), _SESSION_CONTEXT, hashlib.sha256).hexdigest()
 
 
 def _webhook(token: str, request: Any) -> dict[str, Any] | None:
@@ -54,7 +48,6 @@ def api_bearer(token: str, request: Any) -> dict[str, Any] | None:
 
 
 def api_cookie(value: str, request: Any) -> dict[str, Any] | None:
-    """The dashboard session cookie derived from a read token."""
-    tokens = request_state(request.scope).app.config.api_tokens
-    derived = tuple(session_value(t) for t in tokens)
-    return {"sub": "dashboard", "scope": "read"} if token_matches(value, derived) else None
+    """The dashboard session cookie: a live session from :mod:`app.web.sessions`."""
+    state = request_state(request.scope).app
+    return {"sub": "dashboard", "scope": "read"} if session_valid(state, value) else None

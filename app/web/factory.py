@@ -27,7 +27,9 @@ from app.web.middleware import (
     BodyLimitMiddleware,
     BodyTimeoutMiddleware,
     ContentTypeMiddleware,
+    DashboardHeadersMiddleware,
     HeaderLimitMiddleware,
+    PathMiddleware,
     RequestStateMiddleware,
 )
 from app.web.problems import register_error_handlers
@@ -87,6 +89,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> FlaskApp:
         pythonic_params=True,
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/docs"),
     )
+    # Outermost of ours: every later layer (and the routing) sees the collapsed path.
+    app.add_middleware(PathMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
+    app.add_middleware(DashboardHeadersMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(
         RequestStateMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION, state=state
     )

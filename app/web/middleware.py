@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from typing import Any
 
 from connexion.exceptions import ProblemException
@@ -198,3 +200,105 @@ class ContentTypeMiddleware:
                         scope["headers"] = headers
                     break
         await self.app(scope, receive, send)
+
+
+_REPEATED_SLASHES = re.compile(r"/{2,}")
+_REPEATED_SLASHES_BYTES = re.compile(rb"/{2,}")
+# Paths under which a trailing slash is the real path (Connexion's Swagger UI).
+_TRAILING_SLASH_PATHS = ("/docs/",)
+_NOT_FOUND_BODY = json.dumps(
+    {
+        "type": "about:blank",
+        "title": "Not Found",
+        "detail": "no such path (paths do not end in a slash)",
+        "status": 404,
+    }
+).encode()
+
+
+class PathMiddleware:
+    """Makes odd request paths safe before anything routes them (the outermost layer).
+
+    - Repeated slashes collapse into one, as nginx's ``merge_slashes`` does: a base URL
+      ending in ``/`` with the path appended (``/webhooks//ninjarmm/activity``) is
+      delivered normally. Without this, Flask answered 308 with the redirect target
+      (and its ``?token=``) in the problem body and the log, and ``//anything`` failed
+      with a 500.
+    - A path ending in a slash is answered 404 problem+json here. Starlette would
+      redirect it, to an absolute URL built from the Host header and carrying the
+      query string (a token included).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if "//" in path:
+            path = _REPEATED_SLASHES.sub("/", path)
+            scope = dict(scope)
+            scope["path"] = path
+            raw_path = scope.get("raw_path")
+            if isinstance(raw_path, bytes):
+                scope["raw_path"] = _REPEATED_SLASHES_BYTES.sub(b"/", raw_path)
+        if len(path) > 1 and path.endswith("/") and not path.startswith(_TRAILING_SLASH_PATHS):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 404,
+                    "headers": [
+                        (b"content-type", b"application/problem+json"),
+                        (b"content-length", str(len(_NOT_FOUND_BODY)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": _NOT_FOUND_BODY})
+            return
+        await self.app(scope, receive, send)
+
+
+# The dashboard's pages load their stylesheet and script from /ui/static and fetch the
+# live fragment from /ui/live: nothing inline, nothing from elsewhere.
+DASHBOARD_HEADERS = (
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+        b"object-src 'none'",
+    ),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+)
+_DASHBOARD_PATHS = ("/", "/login", "/logout")
+
+
+def is_dashboard_path(path: str) -> bool:
+    """Whether ``path`` is the dashboard's: its pages, login, logout and /ui/…."""
+    return path in _DASHBOARD_PATHS or path.startswith("/ui/")
+
+
+class DashboardHeadersMiddleware:
+    """Adds Content-Security-Policy (``frame-ancestors 'none'``), nosniff, a referrer
+    policy and X-Frame-Options to every dashboard answer, whatever its status or which
+    layer made it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_dashboard_path(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+
+        async def secured_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                added = [(n, v) for n, v in DASHBOARD_HEADERS if n not in present]
+                message = {**message, "headers": [*message.get("headers", []), *added]}
+            await send(message)
+
+        await self.app(scope, receive, secured_send)

@@ -10,7 +10,9 @@ from connexion.exceptions import BadRequestProblem, ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.problem import problem
 
+from app.ingest.errors import database_unavailable
 from app.ingest.group_commit import IngestShuttingDown
+from app.ingest.rejected import Rejection, keep_rejected
 from app.web.request_state import SCOPE_KEY, RequestState
 
 log = logging.getLogger(__name__)
@@ -43,10 +45,51 @@ def bad_request(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
     )
 
 
-def database_error(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
-    """Any database failure: 503, never a 2xx and never a 4xx."""
-    log.error("database error: %s: %s", exc.__class__.__name__, str(exc).splitlines()[0][:200])
-    return storage_unavailable()
+def _first_line(exc: Exception) -> str:
+    lines = str(exc).splitlines()
+    return lines[0][:200] if lines else ""
+
+
+def database_error(request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+    """A database error: 503 only when the database is unavailable
+    (:func:`app.ingest.errors.database_unavailable`), never a 2xx.
+
+    An error the database raised about what one statement carried (a data exception, a
+    constraint, a program limit) would come back on every retry, so it is not a 503: a
+    delivery it happened to is kept as a rejected delivery and answered 400; any other
+    request gets a 500.
+    """
+    if database_unavailable(exc):
+        log.error("database error: %s: %s", exc.__class__.__name__, _first_line(exc))
+        return storage_unavailable()
+    state: RequestState | None = request.scope.get(SCOPE_KEY)
+    if state is not None and state.raw_body is not None:
+        detail = (
+            "the database refused this delivery's content "
+            f"({exc.__class__.__name__}); it was kept as a rejected delivery"
+        )
+        rejection = Rejection(
+            reason=f"{detail}: {_first_line(exc)}",
+            field=None,
+            body=state.raw_body,
+            body_bytes=len(state.raw_body),
+            truncated=False,
+            content_type=request.headers.get("content-type"),
+        )
+        try:
+            rejected_id = keep_rejected(state.app, rejection)
+        except sa.exc.SQLAlchemyError as keep_exc:
+            log.error("could not keep a refused delivery: %s", keep_exc.__class__.__name__)
+            return storage_unavailable()
+        state.rejection = rejection
+        log.error("rejected delivery %d: %s", rejected_id, rejection.reason, exc_info=exc)
+        return problem(status=400, title="Bad Request", detail=detail)
+    log.error("database error: %s: %s", exc.__class__.__name__, _first_line(exc), exc_info=exc)
+    return problem(
+        status=500,
+        title="Internal Server Error",
+        detail="the database refused the request (see the server log)",
+    )
 
 
 def shutting_down(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:

@@ -4,27 +4,27 @@ Plugged into Connexion through ``validator_map``, so webhook.yaml still decides
 which schema applies. Compared with Connexion's own JSON validator this one
 
 * reads the body whatever its framing (chunked, no Content-Length),
-* answers invalid UTF-8, NaN/Infinity, duplicate keys and absurd nesting with a
-  400 that says so, instead of a 500 or a silent guess,
+* answers invalid UTF-8, NaN/Infinity, numbers that overflow a double (``1e400``),
+  duplicate keys and absurd nesting with a 400 that says so, instead of a 500 or a
+  silent guess,
 * validates with a compiled validator (fastjsonschema) whose errors name the field,
   with draft 4 integers: ``1.0`` and ``1e3`` are numbers, not integers,
 * leaves ``x-extensible-enum`` values open: they are documentation, not checks,
 * hands the exact bytes and the parsed payload to the handler, which parses nothing,
 * records why an authenticated delivery was rejected, so it can be kept.
+
+The parsing and schema rules themselves live in :mod:`app.ingest.validation`, which
+backfill uses too; this module plugs them into Connexion.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import logging
-import sys
 from collections.abc import AsyncGenerator
-from functools import lru_cache
 from typing import Any
 
-import fastjsonschema
 from connexion.exceptions import BadRequestProblem, UnsupportedMediaTypeProblem
 from connexion.utils import is_null, is_nullable
 from connexion.validators import AbstractRequestBodyValidator, ParameterValidator
@@ -33,124 +33,24 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import Receive, Scope
 
 from app.ingest.rejected import Rejection, keep_rejected
-from app.spec import to_json_schema
+from app.ingest.validation import (
+    InvalidBody,
+    compiled_validator,
+    parse_json_object,
+    validate_payload,
+)
 from app.web.request_state import request_state
 
 log = logging.getLogger(__name__)
 
-
-class InvalidBody(ValueError):
-    """A body that cannot be accepted; ``field`` is None when it is not about one field."""
-
-    def __init__(self, detail: str, field: str | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.field = field
-
-
-def _reject_constant(name: str) -> Any:
-    raise InvalidBody(f"{name} is not valid JSON")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise InvalidBody(f"duplicate key {key!r} in a JSON object", field=key)
-            seen.add(key)
-    return obj
-
-
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """Parse ``raw`` as one JSON object, strictly.
-
-    :raises InvalidBody: naming the cause (and the field, where there is one).
-    """
-    if not raw.strip():
-        raise InvalidBody("the request body is empty; expected a JSON object")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidBody(f"the body is not valid UTF-8 (byte {exc.start})") from None
-    try:
-        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
-    except InvalidBody:
-        raise
-    except json.JSONDecodeError as exc:
-        raise InvalidBody(
-            f"malformed JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from None
-    except RecursionError:
-        raise InvalidBody("the JSON is nested too deeply") from None
-    except ValueError as exc:
-        if "integer string conversion" in str(exc):
-            # Python's own message tells the sender to call sys.set_int_max_str_digits().
-            raise InvalidBody(
-                f"malformed JSON: an integer has more than {sys.get_int_max_str_digits()} digits"
-            ) from None
-        raise InvalidBody(f"malformed JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidBody(f"the body must be a JSON object, not {type(value).__name__}")
-    return value
-
-
-# OpenAPI 3.0 schemas follow JSON Schema draft 4/5, where an integer is a JSON number
-# without a fraction or exponent. Under draft 6 and later (fastjsonschema's default) 1.0
-# is an integer, so ``"id": 9007199254740993.0`` passed as the float 9007199254740992.0:
-# acknowledged, and stored as (or taken for a duplicate of) another activity.
-_DRAFT_04 = "http://json-schema.org/draft-04/schema#"
-
-
-@lru_cache(maxsize=16)
-def _compiled(schema_json: str) -> Any:
-    return fastjsonschema.compile({"$schema": _DRAFT_04, **to_json_schema(json.loads(schema_json))})
-
-
-# Connexion builds a new body validator for every request but hands it the same schema
-# dict each time, so the compiled validator is found by the schema's identity first:
-# serializing the whole Activity schema to find it by content cost ~0.3 ms a request.
-# Holding the schema in the entry keeps its id from being reused by another object.
-_BY_IDENTITY: dict[int, tuple[dict[str, Any], Any]] = {}
-_BY_IDENTITY_LIMIT = 64
-
-
-def compiled_validator(schema: dict[str, Any]) -> Any:
-    """A compiled validator for an OpenAPI schema (cached per distinct schema)."""
-    entry = _BY_IDENTITY.get(id(schema))
-    if entry is not None and entry[0] is schema:
-        return entry[1]
-    # Connexion attaches the spec's whole ``components`` to a body schema whose $refs it
-    # has already resolved. With response validation on, it attaches them to response
-    # schemas inside ``components`` too, which makes ``components`` self-referential.
-    own = {key: value for key, value in schema.items() if key != "components"}
-    validate = _compiled(json.dumps(own, sort_keys=True))
-    if len(_BY_IDENTITY) < _BY_IDENTITY_LIMIT:
-        _BY_IDENTITY[id(schema)] = (schema, validate)
-    return validate
-
-
-def validate_payload(validate: Any, payload: dict[str, Any]) -> None:
-    """Run a compiled validator; :class:`InvalidBody` names the failing field."""
-    try:
-        validate(payload)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        path = [str(p) for p in (exc.path or [])][1:]
-        field = ".".join(path) if path else None
-        message = exc.message
-        if exc.name and message.startswith(exc.name):
-            message = message[len(exc.name) :].strip()
-        if field:
-            raise InvalidBody(f"{field}: {message}", field=field) from None
-        if exc.rule == "required":
-            present = exc.value if isinstance(exc.value, dict) else {}
-            missing = [k for k in exc.rule_definition or [] if k not in present]
-            name = missing[0] if missing else "body"
-            raise InvalidBody(f"{name}: is required", field=name) from None
-        raise InvalidBody(f"body: {message}") from None
-    except RecursionError:
-        raise InvalidBody("the JSON is nested too deeply") from None
+__all__ = [
+    "DeliveryBodyValidator",
+    "InvalidBody",
+    "NamedParameterValidator",
+    "compiled_validator",
+    "parse_json_object",
+    "validate_payload",
+]
 
 
 class DeliveryBodyValidator(AbstractRequestBodyValidator):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from app.storage import activities as activity_store
 from app.storage import entities as entity_store
 from app.storage.alerts import AlertFilter
 from app.storage.notifications import NotificationFilter
+from app.timeparse import is_time, raw_number
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -55,8 +57,9 @@ _env = Environment(
 
 
 def age(since: float | None, now: float | None = None) -> str:
-    """A short human age: ``45s``, ``12m``, ``3h 5m``, ``2d 4h``."""
-    if since is None:
+    """A short human age: ``45s``, ``12m``, ``3h 5m``, ``2d 4h``; empty for a value that
+    is no time (:func:`app.timeparse.is_time`)."""
+    if since is None or not is_time(since):
         return ""
     seconds = max(0, int((time.time() if now is None else now) - since))
     if seconds < 60:
@@ -69,15 +72,20 @@ def age(since: float | None, now: float | None = None) -> str:
 
 
 def when(ts: float | None) -> str:
-    """Epoch seconds as ``2026-01-31 12:00:00 UTC``."""
+    """Epoch seconds as ``2026-01-31 12:00:00 UTC``; a value that is no time (negative,
+    after year 9999, not finite) is shown as the number it is."""
     if ts is None:
         return ""
+    if not is_time(ts):
+        return raw_number(ts)
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
 _env.filters["age"] = age
 _env.filters["when"] = when
 _env.filters["severity_class"] = lambda s: f"sev-{(s or 'none').lower()}"
+# Links to an alert use its ref: a key may hold "/" (see app.alerts.service.alert_ref).
+_env.filters["alert_ref"] = alerts.alert_ref
 
 
 @dataclass(frozen=True)
@@ -127,8 +135,7 @@ def _live_context(state: AppState, filters: Filters) -> dict[str, Any]:
     )
     recent = reads.activity_page(state, activity_filter, limit=RECENT_ACTIVITIES, before_id=None)
     drift = reads.spec_drift(state)
-    with state.db.connect() as conn:
-        rejected_count = activity_store.count_rejected(conn)
+    rejected_totals = reads.rejected_totals(state)
     return {
         "groups": groups,
         "open_count": len(open_alerts),
@@ -136,7 +143,10 @@ def _live_context(state: AppState, filters: Filters) -> dict[str, Any]:
         "drift": drift,
         "drift_count": sum(d["count"] for d in drift),
         "rejected": reads.rejected_page(state, limit=REJECTED_SHOWN, before_id=None)["items"],
-        "rejected_count": rejected_count,
+        "rejected_count": rejected_totals["rows"],
+        "rejected_dropped": rejected_totals["dropped"],
+        "rejected_max_rows": state.config.rejected_max_rows,
+        "rejected_max_bytes": state.config.rejected_max_bytes,
         "dead_count": delivery_service.dead_letter_count(state),
         "now": time.time(),
     }
@@ -148,33 +158,41 @@ def pretty_json(raw: bytes) -> str:
     return _pretty(json.loads(raw, parse_float=Decimal), 0)
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _dumps(value: Any) -> str:
+    # Non-ASCII text as itself, but a lone surrogate (valid JSON, not encodable as UTF-8)
+    # as the escape it was sent as.
+    text = json.dumps(value, ensure_ascii=False)
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _pretty(value: Any, level: int) -> str:
     inner, outer = "  " * (level + 1), "  " * level
     if isinstance(value, dict) and value:
-        items = [
-            f"{inner}{json.dumps(k, ensure_ascii=False)}: {_pretty(v, level + 1)}"
-            for k, v in value.items()
-        ]
+        items = [f"{inner}{_dumps(k)}: {_pretty(v, level + 1)}" for k, v in value.items()]
         return "{\n" + ",\n".join(items) + "\n" + outer + "}"
     if isinstance(value, list) and value:
         items = [inner + _pretty(v, level + 1) for v in value]
         return "[\n" + ",\n".join(items) + "\n" + outer + "]"
     if isinstance(value, Decimal):
         return str(value)
-    return json.dumps(value, ensure_ascii=False)
+    return _dumps(value)
 
 
-def render_login(error: str | None = None) -> str:
-    """The login form."""
-    return _env.get_template("login.html").render(error=error)
+def render_login(error: str | None = None, *, csrf: str = "") -> str:
+    """The login form; ``csrf`` is the :func:`form_token` of the pre-session cookie."""
+    return _env.get_template("login.html").render(error=error, csrf=csrf)
 
 
-def render_index(state: AppState, filters: Filters) -> str:
+def render_index(state: AppState, filters: Filters, *, csrf: str = "") -> str:
     """The whole dashboard page with its live part rendered in place."""
     with state.db.connect() as conn:
         cached = entity_store.list_organizations(conn, limit=ORGANIZATIONS_LISTED)
     organizations = sorted(((o.id, o.name or f"#{o.id}") for o in cached), key=lambda o: o[1])
     return _env.get_template("index.html").render(
+        csrf=csrf,
         filters=filters,
         organizations=organizations,
         live_query=filters.query(),
