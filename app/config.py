@@ -27,6 +27,8 @@ class ConfigError(ValueError):
 MIN_BODY_BYTES = 1024
 # Python's log level names, as NINJAHOOK_LOG_LEVEL (and gunicorn's loglevel) take them.
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# NINJAHOOK_LOG_FORMAT: plain lines, or one JSON object per line (app.logs).
+LOG_FORMATS = ("text", "json")
 # The database URLs ninjahook runs on: backend → drivers (None: the backend's default).
 DATABASE_DRIVERS = {"sqlite": (None, "pysqlite"), "postgresql": (None, "psycopg")}
 
@@ -69,6 +71,13 @@ def _parse_log_level(value: str) -> str:
     if level not in LOG_LEVELS:
         raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
     return level
+
+
+def _parse_log_format(value: str) -> str:
+    fmt = value.strip().lower()
+    if fmt not in LOG_FORMATS:
+        raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}, got {value!r}")
+    return fmt
 
 
 def _redacted(value: str) -> str:
@@ -162,6 +171,17 @@ def _parse_seconds(value: str) -> float:
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"expected seconds >= 0, such as 10 or 0.5, got {value!r}")
     return seconds
+
+
+def _parse_rate(value: str) -> float:
+    """Requests per second > 0, fractions allowed (``0.5``: one every two seconds)."""
+    try:
+        rate = float(value.strip())
+    except ValueError:
+        rate = math.nan
+    if not math.isfinite(rate) or rate <= 0:
+        raise ValueError(f"expected requests per second > 0, such as 5 or 0.5, got {value!r}")
+    return rate
 
 
 def _parse_positive_seconds(value: str) -> float:
@@ -328,6 +348,13 @@ class Config:
         "Log level: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
         parse=_parse_log_level,
     )
+    log_format: str = setting(
+        "text",
+        "NINJAHOOK_LOG_FORMAT",
+        "Log format: text (time [pid] LEVEL logger: message) or json (one JSON object "
+        "per line: time, level, logger, message and the request's fields).",
+        parse=_parse_log_format,
+    )
     host: str = setting(
         "127.0.0.1",
         "NINJAHOOK_HOST",
@@ -346,10 +373,21 @@ class Config:
         "history is kept).",
         parse=_parse_non_negative_int,
     )
-    backfill_interval: int = setting(
-        0,
+    # None: not set (every 15 minutes when the NinjaOne credentials are set, else never);
+    # 0: explicitly off. app.ninjaone.schedule.backfill_schedule decides.
+    backfill_interval: int | None = setting(
+        None,
         "NINJAHOOK_BACKFILL_INTERVAL",
-        "Run `backfill` from the server this often (e.g. 15m); 0 or off disables.",
+        "Run `backfill` from the server this often (e.g. 15m); 0 or off disables. "
+        "Not set: every 15m when the NinjaOne credentials are set.",
+        parse=_parse_duration,
+    )
+    sync_interval: int = setting(
+        6 * 3600,
+        "NINJAHOOK_SYNC_INTERVAL",
+        "Run a full entity sync from the server this often (e.g. 6h) when the NinjaOne "
+        "credentials are set; 0 or off disables. Entities it no longer finds are marked "
+        "deleted.",
         parse=_parse_duration,
     )
     session_idle: int = setting(
@@ -451,6 +489,13 @@ class Config:
         "NINJAONE_CLIENT_SECRET",
         "NinjaOne API client secret.",
         secret=True,
+    )
+    ninjaone_rate: float = setting(
+        5.0,
+        "NINJAHOOK_NINJAONE_RATE",
+        "Requests per second this process sends to NinjaOne's API at most (all callers "
+        "share it; a 429's Retry-After pauses them all).",
+        parse=_parse_rate,
     )
 
     @property

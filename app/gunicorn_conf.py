@@ -16,11 +16,14 @@ unique temporary files.
 """
 
 import os
+import sys
 from typing import Any
 
 from app.config import Config, ConfigError, load_config
-from app.logs import install_redaction
+from app.logs import configure_logging, install_redaction, logging_dict
+from app.ninjaone.schedule import sources_line
 from app.services import check_startup
+from app.tokens import ensure_tokens
 from app.web.factory import settle_heap
 
 
@@ -29,6 +32,9 @@ def _startup_config() -> Config:
     starts: a bad one stops it with one line naming the variable (exit status 1)."""
     try:
         config = load_config()
+        # Formatted from the first line on (check_startup may warn); gunicorn then applies
+        # logconfig_dict below, the same set-up, to its own loggers too.
+        configure_logging(config.log_level, config.log_format)
         check_startup(config)
     except ConfigError as exc:
         raise SystemExit(f"ninjahook: configuration: {exc}") from None
@@ -64,12 +70,23 @@ keepalive = 5
 accesslog = "-"
 errorlog = "-"
 loglevel = _config.log_level.lower()
+# One handler and formatter (NINJAHOOK_LOG_FORMAT) for the root logger, gunicorn.error and
+# gunicorn.access, in the master and (inherited) in every worker: app.logs.logging_dict.
+logconfig_dict = logging_dict(_config.log_level, _config.log_format)
 # One control socket per instance folder (gunicorn creates the folder when it is missing).
 control_socket = str(_config.instance / "gunicorn.ctl")
 
 
 def on_starting(server: Any) -> None:
+    """Once, in the master, before any worker: the instance folder's tokens (each
+    generated one printed once, as `ninjahook serve` does; the workers then read them
+    from the folder) and the one line saying where activities come from."""
     install_redaction()
+    for notice in ensure_tokens(_config):
+        # Straight to stderr, not through logging: the token is shown on purpose, once.
+        sys.stderr.write("".join(f"{line}\n" for line in notice.lines()))
+    sys.stderr.flush()
+    server.log.info("%s", sources_line(_config))
 
 
 def post_worker_init(worker: Any) -> None:

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
+
+from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
 _SECRET_QUERY_NAMES = frozenset({"token", "access_token", "api_key"})
 # A query string, from "?" (or "%3F", a "?" the path carries encoded) to the next
@@ -169,11 +175,181 @@ def install_redaction() -> None:
         logging.lastResort.addFilter(flt)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Plain stderr logging at ``level`` with token redaction."""
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # Alembic announces every plugin it loads at INFO; that is noise at every start.
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+# --- formats and set-up ----------------------------------------------------------------
+#
+# One set-up for every process: `ninjahook serve` and every other command call
+# configure_logging(); gunicorn (app/gunicorn_conf.py) passes logging_dict() as its
+# logconfig_dict, so the master, the workers, gunicorn's own error and access loggers and
+# the application's loggers all write through one handler and one formatter.
+
+LOG_FORMATS = ("text", "json")
+TEXT_FORMAT = "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"
+# Libraries that announce routine work at INFO (every HTTP request, every plugin).
+QUIET_LOGGERS = {
+    "alembic.runtime.plugins": "WARNING",
+    "httpx": "WARNING",
+    "httpcore": "WARNING",
+}
+# What uvicorn adds to its records for its own coloured console, which is not ours.
+_DROPPED_FIELDS = frozenset({"color_message"})
+
+# Fields of the request being served (method, path, activity id...), set by the access
+# log middleware (app.web.access_log) and added to every JSON line logged while it runs.
+_request_fields: ContextVar[dict[str, Any] | None] = ContextVar(
+    "ninjahook_request_fields", default=None
+)
+
+
+@contextmanager
+def request_context(**fields: Any) -> Iterator[dict[str, Any]]:
+    """Bind ``fields`` to every log line of the request served inside the block; yields
+    the mutable mapping, which :func:`annotate_request` adds to."""
+    bound = dict(fields)
+    token = _request_fields.set(bound)
+    try:
+        yield bound
+    finally:
+        _request_fields.reset(token)
+
+
+def annotate_request(**fields: Any) -> None:
+    """Add ``fields`` (e.g. ``activity_id``) to the current request's log fields, if any."""
+    bound = _request_fields.get()
+    if bound is not None:
+        bound.update(fields)
+
+
+def _iso_time(created: float) -> str:
+    """A record's time as ISO 8601 in UTC with milliseconds: ``2025-01-31T12:00:00.123Z``."""
+    stamp = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+class TextFormatter(logging.Formatter):
+    """``time [pid] LEVEL logger: message``, the time in ISO 8601 (UTC)."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return _iso_time(record.created)
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list | tuple):
+        return [_redact_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_value(v) for k, v in value.items()}
+    return value
+
+
+class JsonFormatter(_JsonFormatter):
+    """One JSON object per line (python-json-logger): ``time``, ``level``, ``logger``,
+    ``pid``, ``message``, the current request's fields and any ``extra`` fields.
+
+    Every string value is redacted again here: the record factory redacts a record's
+    message and arguments, and this covers ``extra`` fields and exception text too.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            rename_fields={
+                "asctime": "time",
+                "levelname": "level",
+                "name": "logger",
+                "process": "pid",
+            },
+        )
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return _iso_time(record.created)
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        super().add_fields(log_data, record, message_dict)
+        bound = _request_fields.get()
+        if bound:
+            for key, value in bound.items():
+                log_data.setdefault(key, value)
+        for key in _DROPPED_FIELDS:
+            log_data.pop(key, None)
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        return {key: _redact_value(value) for key, value in log_data.items()}
+
+
+def make_formatter(log_format: str = "text") -> logging.Formatter:
+    """The formatter for ``NINJAHOOK_LOG_FORMAT`` (``text`` or ``json``)."""
+    if log_format == "json":
+        return JsonFormatter()
+    return TextFormatter()
+
+
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (as Python's
+    last-resort handler does), so a replaced stderr (click's test runner) is followed."""
+
+    ninjahook = True
+
+    def __init__(self, level: int = logging.NOTSET) -> None:
+        logging.Handler.__init__(self, level)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def logging_dict(level: str = "INFO", log_format: str = "text") -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` mapping: the root logger and gunicorn's error and
+    access loggers through one :class:`StderrHandler` with :func:`make_formatter`.
+
+    gunicorn's error logger keeps the level gunicorn gives it (``--log-level``); the
+    application's loggers follow ``level`` (NINJAHOOK_LOG_LEVEL).
+    """
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"ninjahook": {"()": make_formatter, "log_format": log_format}},
+        "handlers": {"stderr": {"class": "app.logs.StderrHandler", "formatter": "ninjahook"}},
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+        "loggers": {
+            # uvicorn's worker gives uvicorn.error and uvicorn.access these loggers' handlers.
+            "gunicorn.error": {"handlers": ["stderr"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+            **{name: {"level": quiet} for name, quiet in QUIET_LOGGERS.items()},
+        },
+    }
+
+
+def configure_logging(
+    level: str = "INFO", log_format: str = "text", *, force: bool = False
+) -> None:
+    """Log to stderr at ``level`` in ``log_format`` (``text`` or ``json``), with token
+    redaction. Calling it again replaces the handler it added before.
+
+    As :func:`logging.basicConfig`, it leaves alone a root logger that something else
+    has given a handler (a program that embeds ninjahook, pytest's log capture), and only
+    installs the redaction, unless ``force``.
+    """
+    root = logging.getLogger()
+    if not force and any(not getattr(h, "ninjahook", False) for h in root.handlers):
+        install_redaction()
+        return
+    for handler in list(root.handlers):
+        if getattr(handler, "ninjahook", False):
+            root.removeHandler(handler)
+    handler = StderrHandler()
+    handler.setFormatter(make_formatter(log_format))
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name, quiet in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(quiet)
     install_redaction()

@@ -12,11 +12,13 @@ import logging
 from app.alerts.service import apply_new_activity
 from app.background import PeriodicTask
 from app.config import Config, check_instance_folder, check_token_roles
-from app.entities.service import WrittenEntities, cache_updater
+from app.entities.service import CacheNeeds, WrittenEntities, cache_updater
 from app.ingest.pipeline import Pipeline, Stage
 from app.metrics.service import CounterBuffer
-from app.ninjaone import client as ninjaone
-from app.ninjaone.sync import BACKFILL_TASK, run_backfill
+from app.ninjaone.client import credentials_configured
+from app.ninjaone.refresh import CacheRefresher
+from app.ninjaone.schedule import backfill_schedule, sync_schedule
+from app.ninjaone.sync import BACKFILL_TASK, SYNC_TASK, run_backfill, run_sync
 from app.notifications.outbox import (
     enqueue_stage,
     load_configured_routes,
@@ -32,9 +34,13 @@ from app.tokens import instance_token, load_or_create_token
 log = logging.getLogger(__name__)
 
 
-def build_state(config: Config, db: Database | None = None) -> AppState:
+def build_state(
+    config: Config, db: Database | None = None, *, refresh_cache: bool = True
+) -> AppState:
     """The database (``db``, or one opened from the settings) and every service a request
-    or a command needs.
+    or a command needs. ``refresh_cache``: with NinjaOne credentials, keep the entity
+    cache current in the background (:mod:`app.ninjaone.refresh`); a server does, a
+    one-shot command does not.
 
     :raises app.config.ConfigError: a setting or the routes file is invalid.
     """
@@ -48,13 +54,20 @@ def build_state(config: Config, db: Database | None = None) -> AppState:
             sqlite_synchronous=config.sqlite_synchronous,
             sqlite_writer_lock=config.sqlite_writer_lock,
         )
-    return AppState(
+    # With NinjaOne credentials the cache keeps itself current: the entities stage notes
+    # misses and change events, and a background thread fetches them after the commit.
+    needs = CacheNeeds() if refresh_cache and credentials_configured(config) else None
+    state = AppState(
         config=config,
         db=db,
-        pipeline=build_pipeline(db, routes),
+        pipeline=build_pipeline(db, routes, needs),
         routes=routes,
         metrics=CounterBuffer(db),
     )
+    if needs is not None:
+        needs.attach(db.engine)
+        CacheRefresher(state, needs)  # starts on the first note; needs.on_queued keeps it
+    return state
 
 
 def check_startup(config: Config) -> RoutesConfig:
@@ -90,7 +103,7 @@ def with_instance_tokens(config: Config) -> Config:
     return config
 
 
-def build_pipeline(db: Database, routes: RoutesConfig) -> Pipeline:
+def build_pipeline(db: Database, routes: RoutesConfig, needs: CacheNeeds | None = None) -> Pipeline:
     """The stages that run inside the ingest transaction for each new activity, in order.
 
     1. ``entities``: the entity cache takes the activity's expanded device,
@@ -101,13 +114,17 @@ def build_pipeline(db: Database, routes: RoutesConfig) -> Pipeline:
        that matches on organization, device or node class reads the cache that
        stage 1 has just written, so a device's first activity routes by its own
        expanded data. Present only when there are routes.
+
+    With ``needs`` (NinjaOne credentials are set), stage 1 also notes a device it has
+    not seen and SYSTEM change events; :mod:`app.ninjaone.refresh` fetches them in the
+    background once the delivery has committed (a set lookup on the ingest path).
     """
     # What this process committed to the cache lately, to skip rewriting it; kept in
     # step with commits and rollbacks through the engine's events.
     written = WrittenEntities()
     written.attach(db.engine)
     stages = [
-        Stage("entities", cache_updater(written)),
+        Stage("entities", cache_updater(written, needs)),
         Stage("alerts", apply_new_activity),
     ]
     if routes.routes:
@@ -119,14 +136,17 @@ def periodic_tasks(state: AppState) -> list[PeriodicTask]:
     """What the server runs on a schedule, each in one process at a time."""
     config = state.config
     tasks: list[PeriodicTask] = []
-    if config.backfill_interval > 0:
-        if ninjaone.credentials_configured(config):
-            tasks.append(PeriodicTask(BACKFILL_TASK, float(config.backfill_interval), run_backfill))
-        else:
-            log.warning(
-                "NINJAHOOK_BACKFILL_INTERVAL is set but NINJAONE_CLIENT_ID/"
-                "NINJAONE_CLIENT_SECRET are not: periodic backfill is off"
-            )
+    backfill = backfill_schedule(config)
+    if backfill.active:
+        tasks.append(PeriodicTask(BACKFILL_TASK, float(backfill.interval), run_backfill))
+    elif backfill.misconfigured:  # only when the interval was set explicitly
+        log.warning(
+            "NINJAHOOK_BACKFILL_INTERVAL is set but NINJAONE_CLIENT_ID/"
+            "NINJAONE_CLIENT_SECRET are not: periodic backfill is off"
+        )
+    sync = sync_schedule(config)
+    if sync.active:
+        tasks.append(PeriodicTask(SYNC_TASK, float(sync.interval), run_sync))
     if config.retention_days > 0:
         tasks.append(PeriodicTask("retention.prune", DAY, prune_task))
     if sends_in_process(state):

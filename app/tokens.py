@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.config import Config
 
 
 def generate_token() -> str:
@@ -33,3 +38,41 @@ def load_or_create_token(instance: Path, kind: str) -> tuple[str, bool]:
         path.chmod(0o600)
         fh.write(token + "\n")
     return token, True
+
+
+@dataclass(frozen=True)
+class TokenNotice:
+    """One token that the instance folder provides because none is configured."""
+
+    kind: str  # "webhook" or "api"
+    token: str
+    path: Path
+    created: bool
+    env: str
+
+    def lines(self) -> list[str]:
+        """What to print: the token itself only on the start that created it."""
+        if not self.created:
+            return [f"Using the {self.kind} token in {self.path}."]
+        label = "a webhook" if self.kind == "webhook" else "an API (read)"
+        return [
+            f"Generated {label} token (shown once; kept in {self.path}):",
+            f"  {self.token}",
+            f"  Set {self.env} to use your own.",
+        ]
+
+
+def ensure_tokens(config: Config) -> list[TokenNotice]:
+    """Generate the webhook and read tokens into the instance folder when none are
+    configured; what to tell the user about each (``ninjahook serve`` and gunicorn's
+    start print them, so each generated token is shown once, when it is created)."""
+    notices = []
+    for kind, configured, env in (
+        ("webhook", config.webhook_tokens, "NINJAHOOK_WEBHOOK_TOKENS"),
+        ("api", config.api_tokens, "NINJAHOOK_API_TOKENS"),
+    ):
+        if configured:
+            continue
+        token, created = load_or_create_token(config.instance, kind)
+        notices.append(TokenNotice(kind, token, config.instance / f"{kind}-token", created, env))
+    return notices

@@ -30,6 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app.activities.export import export_chunks
 from app.activities.reads import activity_page
 from app.config import load_config
 from app.services import build_state
@@ -227,6 +228,18 @@ def time_queries(db: Database, count: int, repeat: int = 15) -> dict[str, dict[s
     return results
 
 
+def time_export(db: Database) -> dict[str, Any]:
+    """Seconds to export every activity as JSON Lines through
+    :func:`app.activities.export.export_chunks` (what ``ninjahook export`` and
+    ``GET /activities/export`` run), the bytes discarded as they come."""
+    started = time.perf_counter()
+    rows = size = 0
+    for chunk, count in export_chunks(db, ActivityFilter(), "jsonl"):
+        rows += count
+        size += len(chunk)
+    return {"seconds": round(time.perf_counter() - started, 2), "rows": rows, "bytes": size}
+
+
 def ingest_cost(database_url: str, revision: str, count: int = 2000) -> float:
     """Mean milliseconds to store one activity, one transaction each as ingest does it,
     into an empty database migrated to ``revision`` (to compare before and after 0005)."""
@@ -276,6 +289,7 @@ def run(
             "rows": rows,
             "generate_seconds": round(seconds, 1),
             "queries": time_queries(db, rows, repeat),
+            "export": time_export(db),
             "ingest": ingest,
         }
     finally:
@@ -313,6 +327,18 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "",
         "Generation: "
         + ", ".join(f"{r['backend']} {r['generate_seconds']} s" for r in results)
+        + ".",
+        "",
+        f"Export {results[0]['rows']:,} rows (JSONL), the whole stream through "
+        "`app.activities.export.export_chunks` (what `ninjahook export` and "
+        "`GET /activities/export` run; id-keyed batches of 5,000), one run: "
+        + "; ".join(
+            f"{r['backend']} {r['export']['seconds']:.1f} s "
+            f"({r['export']['rows'] / max(r['export']['seconds'], 1e-9):,.0f} rows/s, "
+            f"{r['export']['bytes'] / 1e6:,.0f} MB)"
+            for r in results
+            if r.get("export")
+        )
         + ".",
         "",
         "Equality filters read an index on (column, id) backwards and time ranges the "

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from connexion import problem
-from flask import Response
+from flask import Response, request
 
-from app.activities import reads
+from app.activities import export, reads
 from app.storage.activities import ActivityFilter
 from app.web.context import JSON, app_state, decode_cursor, parse_time
+from app.web.streaming import client_gone
 
 
 def list_activities(
@@ -88,3 +89,35 @@ def get_rejected(id_: int) -> Any:
 def list_spec_drift() -> tuple[dict[str, Any], int, dict[str, str]]:
     """Unknown enum values seen."""
     return {"items": reads.spec_drift(app_state())}, 200, JSON
+
+
+def export_activities(
+    format_: str = "jsonl",
+    device_id: int | None = None,
+    organization_id: int | None = None,
+    location_id: int | None = None,
+    activity_type: str | None = None,
+    status_code: str | None = None,
+    severity: str | None = None,
+    series_uid: str | None = None,
+    source_name: str | None = None,
+    q: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> Response:
+    """Every matching activity, streamed as JSON Lines or CSV (oldest id first)."""
+    flt = ActivityFilter(
+        device_id=device_id,
+        organization_id=organization_id,
+        location_id=location_id,
+        activity_type=activity_type,
+        status_code=status_code,
+        severity=severity,
+        series_uid=series_uid,
+        source_name=source_name,
+        text=q or None,
+        since=parse_time(since, "since"),
+        until=parse_time(until, "until"),
+    )
+    chunks = export.stream(app_state().db, flt, format_, stop=client_gone(request.environ))
+    return Response(chunks, status=200, mimetype=export.FORMATS[format_])

@@ -45,6 +45,13 @@ def _form_allowed(bound_to: str, csrf: str) -> bool:
     )
 
 
+def _logout_token() -> str:
+    """The logout form's token for this page: bound to the session cookie (empty
+    without one, and then no logout form is shown)."""
+    session = request.cookies.get(SESSION_COOKIE, "")
+    return dashboard.form_token(session) if session else ""
+
+
 def _login_form(error: str | None = None, status: int = 200) -> Response:
     """The login form with a form token bound to the pre-session cookie (set when the
     browser has none yet)."""
@@ -59,14 +66,18 @@ def _login_form(error: str | None = None, status: int = 200) -> Response:
 
 
 def index(
-    organization_id: int | None = None, severity: str | None = None, q: str | None = None
+    organization_id: int | None = None,
+    severity: str | None = None,
+    q: str | None = None,
+    page: int = 1,
 ) -> BaseResponse:
     """The dashboard, or the login form without a session."""
     if not _logged_in():
         return _login_form()
-    filters = dashboard.Filters(organization_id=organization_id, severity=severity or None, text=q)
-    csrf = dashboard.form_token(request.cookies.get(SESSION_COOKIE, ""))
-    return _html(dashboard.render_index(app_state(), filters, csrf=csrf))
+    filters = dashboard.Filters(
+        organization_id=organization_id, severity=severity or None, text=q, page=page
+    )
+    return _html(dashboard.render_index(app_state(), filters, csrf=_logout_token()))
 
 
 def login(body: dict[str, Any]) -> BaseResponse:
@@ -101,10 +112,15 @@ def logout(body: dict[str, Any] | None = None) -> BaseResponse:
 
 
 def live(
-    organization_id: int | None = None, severity: str | None = None, q: str | None = None
+    organization_id: int | None = None,
+    severity: str | None = None,
+    q: str | None = None,
+    page: int = 1,
 ) -> Response:
     """The live fragment the dashboard polls."""
-    filters = dashboard.Filters(organization_id=organization_id, severity=severity or None, text=q)
+    filters = dashboard.Filters(
+        organization_id=organization_id, severity=severity or None, text=q, page=page
+    )
     return _html(dashboard.render_live(app_state(), filters))
 
 
@@ -112,9 +128,11 @@ def activity_page(id_: int) -> BaseResponse:
     """One activity with its payload pretty-printed."""
     if not _logged_in():
         return redirect("/", code=303)
-    page = dashboard.render_activity(app_state(), id_)
+    csrf = _logout_token()
+    page = dashboard.render_activity(app_state(), id_, csrf=csrf)
     if page is None:
-        return _html(dashboard.render_not_found(f"No activity with id {id_} is stored."), 404)
+        what = f"No activity with id {id_} is stored."
+        return _html(dashboard.render_not_found(what, csrf=csrf), 404)
     return _html(page)
 
 
@@ -122,9 +140,10 @@ def alert_page(key: str) -> BaseResponse:
     """One alert with its history."""
     if not _logged_in():
         return redirect("/", code=303)
-    page = dashboard.render_alert(app_state(), key)
+    csrf = _logout_token()
+    page = dashboard.render_alert(app_state(), key, csrf=csrf)
     if page is None:
-        return _html(dashboard.render_not_found(f"No alert with key {key!r}."), 404)
+        return _html(dashboard.render_not_found(f"No alert with key {key!r}.", csrf=csrf), 404)
     return _html(page)
 
 
@@ -141,10 +160,10 @@ def dead_letters_page(before: int | None = None, retried: int | None = None) -> 
 def retry_dead_letter(body: dict[str, Any]) -> BaseResponse:
     """Queue one dead letter again (the session cookie is required by webhook.yaml)."""
     if not _form_allowed(request.cookies.get(SESSION_COOKIE, ""), str(body["csrf"])):
-        return _html(dashboard.render_forbidden(), 403)
+        return _html(dashboard.render_forbidden(csrf=_logout_token()), 403)
     if not dashboard.retry_dead_letter(app_state(), str(body["delivery"])):
         what = f"No dead letter with id {body['delivery']!r}; it may have been retried already."
-        return _html(dashboard.render_not_found(what), 404)
+        return _html(dashboard.render_not_found(what, csrf=_logout_token()), 404)
     return redirect("/ui/dead-letters?retried=1", code=303)
 
 

@@ -144,7 +144,9 @@ def test_periodic_backfill_runs_in_the_server_only_when_configured(
         "ninjaone_client_secret": emulator.client_secret,
     }
     base = {k: v for k, v in settings.items() if k != "validate_responses"}
-    for overrides in (creds, {"backfill_interval": "15m"}):  # interval off; no credentials
+    # Interval explicitly off; an interval without credentials. (Not set with credentials
+    # is on: tests/test_recovery_default.py.)
+    for overrides in ({**creds, "backfill_interval": "off"}, {"backfill_interval": "15m"}):
         idle = build_state(load_config({**base, **overrides}))
         assert "ninjaone-backfill" not in [task.name for task in periodic_tasks(idle)]
         idle.db.dispose()

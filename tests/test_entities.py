@@ -50,11 +50,19 @@ def test_delivery_fills_the_cache_and_the_read_api_serves_it(client: Any) -> Non
     assert device["nodeClass"] == "WINDOWS_SERVER" and device["offline"] is False
     assert device["lastContact"] == 1764299990.5
     assert "references" not in device["raw"] and device["raw"]["systemName"] == "SRV-042"
-    assert get(client, "/organizations")["items"][0] | {"updatedAt": None, "raw": None} == {
+    assert get(client, "/organizations")["items"][0] | {
+        "updatedAt": None,
+        "refreshedAt": None,
+        "raw": None,
+    } == {
         "id": 7,
         "name": "Org 7",
         "description": None,
         "updatedAt": None,
+        "deleted": False,
+        "deletedAt": None,
+        "refreshedAt": None,
+        "refreshedBy": "webhook",
         "raw": None,
     }
     assert [

@@ -359,3 +359,15 @@ def test_only_an_unavailable_database_counts_as_unavailable(database_url: str) -
             gone.connect()
         assert database_unavailable(refused.value)
         gone.dispose()
+
+
+def test_a_search_for_a_nul_finds_what_was_stored_for_it(client: Any) -> None:
+    # Stored text has U+FFFD where a NUL was sent; a NUL in `q` means the same, on the
+    # read API and on the dashboard (a NUL reached SQLite's FTS5 query as is: 500).
+    payload = minimal_activity(1, message="disk\u0000full on SRV")
+    raw = json.dumps(payload).encode()
+    assert client.post(INGEST_PATH, content=raw, headers=WEBHOOK_HEADERS).status_code == 200
+    found = get_json(client, "/activities?q=" + quote("k\u0000fu"))
+    assert [item["id"] for item in found["items"]] == [1]
+    assert get_json(client, "/activities?q=" + quote("\u0000zz"))["items"] == []
+    pages_render(client, "/ui/live?q=" + quote("k\u0000fu"), "/?q=" + quote("\u0000"))

@@ -330,6 +330,23 @@ def alert_page(
     return page_of(rows, limit, lambda row: alert_record(row, chars), "lastActivityId")
 
 
+def ranked_alerts(
+    state: AppState, flt: store.AlertFilter, *, limit: int, offset: int = 0
+) -> dict[str, Any]:
+    """A page of alerts worst severity first (then the most recently opened), for the
+    dashboard: ``items`` (messages are previews), and ``bySeverity`` and ``total``, exact
+    counts of every alert matching ``flt`` (severity None: none given)."""
+    chars = state.config.preview_chars
+    with state.db.connect() as conn:
+        rows = store.alerts_by_rank(conn, flt, limit=limit, offset=offset, preview=chars)
+        by_severity = store.alerts_by_severity(conn, flt)
+    return {
+        "items": [alert_record(row, chars) for row in rows],
+        "bySeverity": by_severity,
+        "total": sum(by_severity.values()),
+    }
+
+
 def alert_detail(state: AppState, ref: str) -> dict[str, Any] | None:
     """One alert with its activity history (oldest first), or None.
 

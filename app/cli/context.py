@@ -89,7 +89,9 @@ class AppContext:
         from app.services import build_state
 
         try:
-            state = build_state(self.config)
+            # A command ends when its work does: misses are not fetched from here (the
+            # server's cache maintenance and its periodic sync catch up).
+            state = build_state(self.config, refresh_cache=False)
         except ConfigError as exc:
             raise click.ClickException(f"configuration: {exc}") from None
         return state

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from app.cli import alerts, ninjaone, notifications, server
+from app.cli import alerts, backup, export, ninjaone, notifications, server, status
 from app.cli.context import AppContext
 
 
@@ -36,10 +36,25 @@ def main(ctx: click.Context, instance: str, database_url: str) -> None:
     if database_url:
         overrides["database_url"] = database_url
     ctx.obj = AppContext(overrides)
+    _configure_logging()
+
+
+def _configure_logging() -> None:
+    """Every command logs as the server does (NINJAHOOK_LOG_LEVEL, NINJAHOOK_LOG_FORMAT).
+    A bad setting is reported by the command that reads it; until then, the defaults."""
+    from app.config import ConfigError, load_config
+    from app.logs import configure_logging
+
+    try:
+        config = load_config()
+    except ConfigError:
+        configure_logging()
+    else:
+        configure_logging(config.log_level, config.log_format)
 
 
 # Every command module, registered here and nowhere else.
-for _module in (server, ninjaone, alerts, notifications):
+for _module in (server, ninjaone, alerts, notifications, backup, export, status):
     _module.register(main)
 
 

@@ -130,6 +130,7 @@ def configure(
         click.echo(json.dumps(configuration.masked(), indent=2))
         return
 
+    from app.ninjaone.runs import record_webhook
     from app.ninjaone.sync import mark_webhook_start
 
     state = app_ctx.state()  # built before the PUT: nothing in it can fail afterwards
@@ -137,6 +138,8 @@ def configure(
         with _client(app_ctx) as client:
             client.configure_webhook(configuration.body)
             body = configuration.body
+            # For `ninjahook status` (NinjaOne's API cannot show its webhook setting).
+            record_webhook(state.db, enabled=True, activity_types=len(body["activities"]))
             click.echo(
                 f"NinjaOne now delivers {', '.join(body['activities'])} activities to "
                 f"{body['url']} (expand: {', '.join(body['expand']) or 'nothing'})."
@@ -165,8 +168,15 @@ def configure(
 @pass_ctx
 def disable(app_ctx: AppContext) -> None:
     """Stop NinjaOne's webhook deliveries (DELETE /v2/webhook)."""
+    from app.ninjaone.runs import record_webhook
+
     with _client(app_ctx) as client:
         client.disable_webhook()
+    db = app_ctx.database()
+    try:
+        record_webhook(db, enabled=False)  # for `ninjahook status`; best effort
+    finally:
+        db.dispose()
     click.echo("NinjaOne's webhook is disabled; no more deliveries will arrive.")
 
 
@@ -276,6 +286,15 @@ def backfill(app_ctx: AppContext, since: str | None, page_size: int) -> None:
         + (f", {result.rejected} rejected (kept)" if result.rejected else "")
         + (f"; checkpoint {result.checkpoint}" if result.checkpoint is not None else "")
     )
+    if not app_ctx.config.routes_file:
+        # Routes are read in this process: without them, what backfill stored here was
+        # not enqueued for notification, whatever routes the server has.
+        click.secho(
+            "warning: NINJAHOOK_ROUTES is not set: recovered activities will notify nobody "
+            "from this shell; set NINJAHOOK_ROUTES as the server has it",
+            fg="yellow",
+            err=True,
+        )
 
 
 DEFAULT_EMULATOR_SECRET = "emulator-client-secret"

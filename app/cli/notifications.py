@@ -168,8 +168,10 @@ def worker(app_ctx: AppContext, drain: bool) -> None:
     """
     from app.logs import configure_logging
     from app.notifications.outbox import Worker, routes_of
+    from app.tracing import configure as configure_tracing
 
-    configure_logging(app_ctx.config.log_level)
+    configure_logging(app_ctx.config.log_level, app_ctx.config.log_format)
+    configure_tracing()  # the sends' client spans, when OTEL_* asks (app.tracing)
     if not app_ctx.config.routes_file:
         fail("no routes: set NINJAHOOK_ROUTES to a routes file")
     state = app_ctx.state()

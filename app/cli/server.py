@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import click
 
@@ -40,26 +41,14 @@ def run_migrations(app_ctx: AppContext) -> None:
 
 def ensure_tokens(config: Config) -> None:
     """Generate the webhook and read tokens into the instance folder when none are
-    configured, and print each one once, when it is created."""
-    from app.tokens import load_or_create_token
+    configured, and print each one once, when it is created (:func:`app.tokens.ensure_tokens`)."""
+    from app.tokens import ensure_tokens as provide_tokens
 
-    for kind, configured, env in (
-        ("webhook", config.webhook_tokens, "NINJAHOOK_WEBHOOK_TOKENS"),
-        ("api", config.api_tokens, "NINJAHOOK_API_TOKENS"),
-    ):
-        if configured:
-            continue
-        token, created = load_or_create_token(config.instance, kind)
-        path = config.instance / f"{kind}-token"
-        if created:
-            label = "a webhook" if kind == "webhook" else "an API (read)"
-            click.secho(
-                f"Generated {label} token (shown once; kept in {path}):", fg="yellow", err=True
-            )
-            click.echo(f"  {token}", err=True)
-            click.echo(f"  Set {env} to use your own.", err=True)
-        else:
-            click.echo(f"Using the {kind} token in {path}.", err=True)
+    for notice in provide_tokens(config):
+        first, *rest = notice.lines()
+        click.secho(first, fg="yellow" if notice.created else None, err=True)
+        for line in rest:
+            click.echo(line, err=True)
 
 
 @click.command()
@@ -89,11 +78,12 @@ def serve(app_ctx: AppContext, host: str, port: int, no_migrate: bool) -> None:
     import uvicorn
 
     from app.logs import configure_logging
+    from app.ninjaone.schedule import sources_line
     from app.web.factory import create_app, settle_heap
     from app.web.server import protocol_with
 
     config = app_ctx.startup_config()
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     ensure_tokens(config)
     if not no_migrate:
         run_migrations(app_ctx)
@@ -102,16 +92,21 @@ def serve(app_ctx: AppContext, host: str, port: int, no_migrate: bool) -> None:
     except ConfigError as exc:  # e.g. an invalid routes file: file, line and cause
         fail(f"configuration: {exc}")
     settle_heap()
-    click.echo(
-        f"ninjahook listening on http://{host}:{port} "
-        f"(deliveries: POST /webhooks/ninjarmm/activity)",
-        err=True,
+    logging.getLogger("app.services").info("%s", sources_line(config))
+    # A log line, so that it has the format of every other (NINJAHOOK_LOG_FORMAT).
+    logging.getLogger("app.cli").info(
+        "ninjahook listening on http://%s:%s (deliveries: POST /webhooks/ninjarmm/activity)",
+        host,
+        port,
     )
     uvicorn.run(
         app,
         host=host,
         port=port,
         log_level=config.log_level.lower(),
+        # Logging is configure_logging's (one format); the access log is the app's own.
+        log_config=None,
+        access_log=False,
         timeout_graceful_shutdown=30,
         http=protocol_with(config.header_timeout),
     )
@@ -137,7 +132,9 @@ def settings_cmd(as_json: bool) -> None:
 
     table = Table("variable", "default", "meaning")
     for row in rows:
-        table.add_row(row["env"], str(row["default"]), row["help"])
+        # None: a setting whose absence means something (see its meaning).
+        default = "not set" if row["default"] is None else str(row["default"])
+        table.add_row(row["env"], default, row["help"])
     Console().print(table)
 
 

@@ -5,6 +5,12 @@ its ``references`` and any expanded organization or location of each new activit
 into the cache, in the ingest transaction. The data is as of the activity's
 ``activityTime``; it replaces cached data only when that is newer, so a
 backfilled or late delivery never rolls the cache back.
+
+With NinjaOne credentials the stage also notes, in a :class:`CacheNeeds`, what the
+cache lacks (a device it has not seen, delivered without expansion) and what
+NinjaOne says changed (SYSTEM change events such as ``NODE_UPDATED``); the notes are
+handed over when the delivery commits, and :mod:`app.ninjaone.refresh` fetches them
+in the background. On the ingest path this costs a set lookup per activity.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Table, event
@@ -159,12 +166,166 @@ class WrittenEntities:
                     self._entries.pop(key, None)
 
 
+# SYSTEM statusCodes that say an entity changed (all in tests/reference/ninjaone-enums.json).
+# A device event names its device (deviceId); an organization or location event may not
+# name its entity, so it refreshes that kind's whole list.
+DEVICE_REFRESH_EVENTS = frozenset(
+    {
+        "NODE_CREATED",
+        "NODE_UPDATED",
+        "NODE_RE_ENROLLED",
+        "NODE_IDENTIFICATION_UPDATED",
+        "NODE_MANUALLY_APPROVED",
+        "NODE_AUTOMATICALLY_APPROVED",
+    }
+)
+DEVICE_DELETE_EVENTS = frozenset(
+    {"NODE_DELETED", "NODE_MANUALLY_REJECTED", "NODE_AUTOMATICALLY_REJECTED"}
+)
+ORGANIZATION_EVENTS = frozenset({"CLIENT_CREATED", "CLIENT_UPDATED", "CLIENT_DELETED"})
+LOCATION_EVENTS = frozenset({"LOCATION_CREATED", "LOCATION_UPDATED", "LOCATION_DELETED"})
+CHANGE_EVENTS = DEVICE_REFRESH_EVENTS | DEVICE_DELETE_EVENTS | ORGANIZATION_EVENTS | LOCATION_EVENTS
+
+
+@dataclass(frozen=True)
+class Need:
+    """One thing the cache needs from NinjaOne.
+
+    ``action``: ``miss`` (fetch the device unless it is cached), ``refresh`` (fetch it:
+    an event said it changed), ``delete`` (an event said it is gone; ``at`` is the
+    activity's time) or ``list`` (refresh every organization or location: an event
+    named none). ``kind``: ``device``, ``organization`` or ``location``; ``id`` is None
+    for ``list``.
+    """
+
+    action: str
+    kind: str
+    id: int | None
+    at: float = 0.0
+
+
+class CacheNeeds:
+    """What this process's deliveries found the cache lacking, handed to the refresher.
+
+    Bounded: ``known`` (ids this process has seen cached or has noted, so that the next
+    activity for the same device costs one set lookup) holds at most ``known_capacity`` ids and is
+    emptied when full (the refresher checks the database again, cheaply); the queue
+    holds at most ``capacity`` needs and drops the rest (the periodic sync and the next
+    activity of that device catch up). Notes made in a transaction reach the queue
+    when it commits, so nothing is fetched for a delivery that was rolled back.
+    """
+
+    def __init__(self, capacity: int = 10_000, known_capacity: int = 200_000) -> None:
+        self.capacity = capacity
+        self.known_capacity = known_capacity
+        self.known: set[int] = set()
+        self._queue: OrderedDict[tuple[str, str, int | None], Need] = OrderedDict()
+        self._lock = threading.Lock()
+        self.dropped = 0
+        # Called (outside the lock) after needs were queued: the refresher wakes up.
+        self.on_queued: Callable[[], None] | None = None
+        self._pending = ("ninjahook.entities.needs", id(self))
+
+    def attach(self, engine: Engine) -> None:
+        """Hand notes over when their transaction commits; forget them on rollback. (The
+        commit hook runs just before the DBAPI commit and takes the notes with it, so a
+        failed COMMIT leaves nothing behind for the connection's next transaction.)"""
+        event.listen(engine, "commit", self._commit)
+        event.listen(engine, "rollback", self._discard)
+
+    def note(self, conn: Connection, need: Need) -> None:
+        """Remember ``need`` until ``conn``'s transaction commits."""
+        conn.info.setdefault(self._pending, []).append(need)
+
+    def add(self, needs: list[Need]) -> None:
+        """Queue ``needs`` now (one per action, kind and id); wake the refresher."""
+        with self._lock:
+            for need in needs:
+                key = (need.action, need.kind, need.id)
+                if key in self._queue:
+                    continue
+                if len(self._queue) >= self.capacity:
+                    self.dropped += 1
+                    continue
+                self._queue[key] = need
+        callback = self.on_queued
+        if callback is not None:
+            callback()
+
+    def take(self, limit: int = 100) -> list[Need]:
+        """Up to ``limit`` queued needs, oldest first."""
+        with self._lock:
+            taken: list[Need] = []
+            while self._queue and len(taken) < limit:
+                taken.append(self._queue.popitem(last=False)[1])
+            return taken
+
+    def queued(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def remember(self, device_id: int) -> None:
+        """``device_id`` is cached: its next activities need nothing."""
+        if len(self.known) >= self.known_capacity:
+            self.known.clear()
+        self.known.add(device_id)
+
+    def forget(self, device_id: int) -> None:
+        self.known.discard(device_id)
+
+    def _commit(self, conn: Connection) -> None:
+        needs = conn.info.pop(self._pending, None)
+        if needs:
+            self.add(needs)
+
+    def _discard(self, conn: Connection) -> None:
+        needs = conn.info.pop(self._pending, None)
+        for need in needs or ():
+            if need.action == "miss" and need.id is not None:
+                self.known.discard(need.id)  # noted in vain: note it again next time
+
+
+def _note_needs(
+    conn: Connection, needs: CacheNeeds, payload: dict[str, Any], stored: StoredActivity
+) -> None:
+    """Note what the cache lacks or what NinjaOne says changed (no database work)."""
+    device_id = stored.row.get("device_id")
+    status = payload.get("statusCode")
+    if (
+        isinstance(status, str)
+        and status in CHANGE_EVENTS
+        and payload.get("activityType") == "SYSTEM"
+    ):
+        activity_time = payload.get("activityTime")
+        at = float(activity_time) if isinstance(activity_time, int | float) else stored.received_at
+        if status in ORGANIZATION_EVENTS:
+            needs.note(conn, Need("list", "organization", None, at))
+        elif status in LOCATION_EVENTS:
+            needs.note(conn, Need("list", "location", None, at))
+        elif isinstance(device_id, int):
+            if status in DEVICE_DELETE_EVENTS:
+                needs.note(conn, Need("delete", "device", device_id, at))
+            elif not isinstance(payload.get("device"), dict):
+                # An expanded copy is as new as the event: the stage has just written it.
+                needs.note(conn, Need("refresh", "device", device_id, at))
+        return
+    if (
+        isinstance(device_id, int)
+        and device_id not in needs.known
+        and not isinstance(payload.get("device"), dict)
+    ):
+        # Known from now on: the device's next activities cost a set lookup while the
+        # refresher fetches it (it forgets the id again when NinjaOne has none).
+        needs.remember(device_id)
+        needs.note(conn, Need("miss", "device", device_id, stored.received_at))
+
+
 def _write(
     conn: Connection,
     written: WrittenEntities,
     table: Table,
     rows: list[dict[str, Any]],
-    stamps: dict[str, float],
+    stamps: dict[str, Any],
 ) -> None:
     observed = stamps["observed_at"]
     fresh = []
@@ -190,14 +351,17 @@ def _one_per_id(*candidates: dict[str, Any] | None) -> list[dict[str, Any]]:
 
 
 def cache_updater(
-    written: WrittenEntities,
+    written: WrittenEntities, needs: CacheNeeds | None = None
 ) -> Callable[[Connection, dict[str, Any], StoredActivity], None]:
-    """The ingest hook, remembering committed writes in ``written``."""
+    """The ingest hook, remembering committed writes in ``written`` and, when ``needs``
+    is given (NinjaOne credentials are set), noting what the cache lacks in it."""
 
     def update_cache_from_activity(
         conn: Connection, payload: dict[str, Any], stored: StoredActivity
     ) -> None:
         """The ingest hook: cache what the payload expands, as of its ``activityTime``."""
+        if needs is not None:
+            _note_needs(conn, needs, payload, stored)
         device = payload.get("device")
         org, loc = payload.get("organization"), payload.get("location")
         if not isinstance(device, dict) and org is None and loc is None:
@@ -206,7 +370,12 @@ def cache_updater(
         observed = (
             float(activity_time) if isinstance(activity_time, int | float) else stored.received_at
         )
-        stamps = {"observed_at": observed, "updated_at": stored.received_at}
+        stamps = {
+            "observed_at": observed,
+            "updated_at": stored.received_at,
+            "refreshed_at": stored.received_at,
+            "refreshed_by": "webhook",
+        }
         refs = device.get("references") if isinstance(device, dict) else None
         refs = refs if isinstance(refs, dict) else {}
         device_org = as_int(device.get("organizationId")) if isinstance(device, dict) else None
@@ -239,6 +408,16 @@ def cache_updater(
 # --- reads ----------------------------------------------------------------------------
 
 
+def _state(row: Row[Any]) -> dict[str, Any]:
+    """Whether NinjaOne deleted the entity, and when and how the row was last refreshed."""
+    return {
+        "deleted": row.deleted_at is not None,
+        "deletedAt": None if row.deleted_at is None else iso(row.deleted_at),
+        "refreshedAt": None if row.refreshed_at is None else iso(row.refreshed_at),
+        "refreshedBy": row.refreshed_by,
+    }
+
+
 def device_record(row: Row[Any]) -> dict[str, Any]:
     """A CachedDevice."""
     return {
@@ -253,6 +432,7 @@ def device_record(row: Row[Any]) -> dict[str, Any]:
         "offline": row.offline,
         "lastContact": row.last_contact,
         "updatedAt": iso(row.updated_at),
+        **_state(row),
         "raw": row.raw or {},
     }
 
@@ -291,6 +471,7 @@ def organization_record(row: Row[Any]) -> dict[str, Any]:
         "name": row.name,
         "description": row.description,
         "updatedAt": iso(row.updated_at),
+        **_state(row),
         "raw": row.raw or {},
     }
 
@@ -302,6 +483,7 @@ def location_record(row: Row[Any]) -> dict[str, Any]:
         "name": row.name,
         "organizationId": row.organization_id,
         "updatedAt": iso(row.updated_at),
+        **_state(row),
         "raw": row.raw or {},
     }
 

@@ -64,6 +64,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app import tracing
 from app.ingest.errors import database_unavailable
 from app.ingest.service import IngestResult, ingest_activity, log_drift_once, store_in_transaction
 from app.state import AppState
@@ -98,6 +99,8 @@ class _Waiting:
     result: IngestResult | None = None
     error: BaseException | None = None
     drift: list[tuple[str, str]] = field(default_factory=list)
+    # The request's trace context, when tracing is on: the batch span's parent or link.
+    trace_context: Any = None
 
 
 class GroupCommitter:
@@ -139,7 +142,14 @@ class GroupCommitter:
         :raises IngestShuttingDown: the committer was stopped (the server is shutting down).
         """
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(raw, payload, source, loop, loop.create_future())
+        waiting = _Waiting(
+            raw,
+            payload,
+            source,
+            loop,
+            loop.create_future(),
+            trace_context=tracing.current_context(),
+        )
         schedule = wake = False
         with self._wake:
             if self._stopping:
@@ -308,6 +318,23 @@ class GroupCommitter:
             _fail(batch, exc)
 
     def _store(self, batch: list[_Waiting]) -> None:
+        if not tracing.active():
+            self._store_batch(batch)
+            return
+        # One span per batch: a child of its first delivery's request, linked to the others'.
+        with tracing.span(
+            "ninjahook.group_commit",
+            {
+                "ninjahook.batch.size": len(batch),
+                "db.system.name": self.state.db.engine.dialect.name,
+                "ninjahook.batch.pipelined": self._pipelined,
+            },
+            parent=batch[0].trace_context,
+            links_from=(waiting.trace_context for waiting in batch[1:]),
+        ):
+            self._store_batch(batch)
+
+    def _store_batch(self, batch: list[_Waiting]) -> None:
         now = time.time()
         # PostgreSQL: ids that occur twice in the batch are inserted the usual way.
         check = _repeated_ids(batch) if self._pipelined else frozenset()

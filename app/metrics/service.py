@@ -31,6 +31,7 @@ from app.ingest.errors import database_unavailable
 from app.notifications.reads import notification_metrics
 from app.spec.generated import KNOWN_VALUES
 from app.state import AppState
+from app.storage import entities as entity_store
 from app.storage import metrics as store
 from app.storage.db import Database
 from app.storage.rejected import DROPPED_COUNTER
@@ -42,6 +43,10 @@ FLUSH_DELAY = 1.0
 
 RECEIVED = "activities_received"
 BACKFILL_RUNS = "backfill_runs"
+# The entity cache's background fetches (app.ninjaone.refresh): by kind and outcome
+# (ok, not_found, error), and the misses that caused them, by kind.
+ENTITY_FETCHES = "entity_fetches"
+ENTITY_MISSES = "entity_misses"
 LATENCY = "ingest_latency_seconds"
 # Upper bounds of the latency histogram's buckets, in seconds.
 LATENCY_BUCKETS: tuple[float, ...] = (
@@ -226,6 +231,7 @@ class _DatabaseCollector(Collector):
             counters = store.counters(conn)
             drift = store.spec_drift_counts(conn)
             open_alerts = store.open_alerts_by_severity(conn)
+            entity_states = entity_store.entity_states(conn)
 
         received = CounterMetricFamily(
             "ninjahook_activities_received",
@@ -242,6 +248,17 @@ class _DatabaseCollector(Collector):
             "NINJAHOOK_REJECTED_MAX_ROWS and NINJAHOOK_REJECTED_MAX_BYTES.",
             labels=[],
         )
+        fetches = CounterMetricFamily(
+            "ninjahook_entity_fetches",
+            "Entity cache fetches from NinjaOne (misses, change events, list refreshes), "
+            "by kind (device, organization, location) and outcome (ok, not_found, error).",
+            labels=["kind", "outcome"],
+        )
+        misses = CounterMetricFamily(
+            "ninjahook_entity_misses",
+            "Activities' entities the cache did not have and fetched, by kind.",
+            labels=["kind"],
+        )
         dropped_total = 0.0
         buckets: dict[float, float] = dict.fromkeys([*LATENCY_BUCKETS, float("inf")], 0.0)
         latency_sum = 0.0
@@ -257,10 +274,26 @@ class _DatabaseCollector(Collector):
                 latency_sum += value
             elif name == DROPPED_COUNTER:
                 dropped_total += value
+            elif name == ENTITY_FETCHES:
+                fetches.add_metric([labels["kind"], labels["outcome"]], value)
+            elif name == ENTITY_MISSES:
+                misses.add_metric([labels["kind"]], value)
         dropped.add_metric([], dropped_total)
         yield received
         yield backfill
         yield dropped
+        yield fetches
+        yield misses
+        entities = GaugeMetricFamily(
+            "ninjahook_cached_entities",
+            "Entities in the cache, by kind and state (cached: present in NinjaOne as last "
+            "seen; deleted: NinjaOne deleted it, kept for history).",
+            labels=["kind", "state"],
+        )
+        for kind, (total, deleted) in entity_states.items():
+            entities.add_metric([kind, "cached"], total - deleted)
+            entities.add_metric([kind, "deleted"], deleted)
+        yield entities
 
         cumulative: list[tuple[str, float]] = []
         running = 0.0

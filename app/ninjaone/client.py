@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from app import tracing
 from app.config import Config
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,77 @@ class NinjaOneForbidden(NinjaOneError):
 
 class NinjaOneNotConfigured(NinjaOneError):
     """The NinjaOne settings are missing or invalid."""
+
+
+class NinjaOneNotFound(NinjaOneError):
+    """NinjaOne answered 404: the resource does not exist (any more)."""
+
+
+class RateLimiter:
+    """At most ``rate`` requests per second (a burst of up to one second's worth), shared
+    by every client of a process; :meth:`pause` holds every caller back (a 429's
+    Retry-After).
+
+    :param clock: / :param sleep: injectable for tests.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = rate
+        self.burst = max(1.0, rate)
+        self.clock = clock
+        self.sleep = sleep
+        self._tokens = self.burst
+        self._stamp = clock()
+        self._paused_until = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self) -> float:
+        """Wait for a slot; returns the seconds waited."""
+        waited = 0.0
+        with self._lock:
+            while True:
+                now = self.clock()
+                if now < self._paused_until:
+                    wait = self._paused_until - now
+                    self.sleep(wait)
+                    waited += wait
+                    continue
+                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+                self._stamp = now
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
+                    return waited
+                # Wait for the missing fraction of a token, and spend that token.
+                wait = (1.0 - self._tokens) / self.rate
+                self.sleep(wait)
+                self._tokens = 0.0
+                self._stamp = now + wait
+                return waited + wait
+
+    def pause(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` (from now), whoever asks."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, self.clock() + seconds)
+
+
+_limiters: dict[float, RateLimiter] = {}
+_limiters_lock = threading.Lock()
+
+
+def shared_limiter(rate: float) -> RateLimiter:
+    """This process's limiter for ``rate`` (NINJAHOOK_NINJAONE_RATE): one per process, so
+    that the server's background fetches, sync and backfill share one budget."""
+    with _limiters_lock:
+        limiter = _limiters.get(rate)
+        if limiter is None:
+            limiter = _limiters[rate] = RateLimiter(rate)
+        return limiter
 
 
 @dataclass(frozen=True)
@@ -156,6 +228,8 @@ class NinjaOneClient:
     :param backoff: the first wait in seconds; it doubles per attempt up to ``max_backoff``.
         A Retry-After header replaces the computed wait (capped at ``max_backoff``).
     :param sleep: how to wait (tests pass a recorder).
+    :param limiter: paces every request (the token request included) and is paused by
+        a 429's Retry-After; :meth:`from_config` passes the process's shared limiter.
     """
 
     def __init__(
@@ -168,8 +242,10 @@ class NinjaOneClient:
         backoff: float = 0.5,
         max_backoff: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.creds = creds
+        self.limiter = limiter
         self.max_retries = max_retries
         self.transport_retries = transport_retries
         self.backoff = backoff
@@ -186,7 +262,9 @@ class NinjaOneClient:
 
     @classmethod
     def from_config(cls, config: Config, **kwargs: Any) -> NinjaOneClient:
-        """A client for the configured NinjaOne; raises :class:`NinjaOneNotConfigured`."""
+        """A client for the configured NinjaOne, paced by the process's shared limiter
+        (NINJAHOOK_NINJAONE_RATE); raises :class:`NinjaOneNotConfigured`."""
+        kwargs.setdefault("limiter", shared_limiter(float(config.ninjaone_rate)))
         return cls(credentials(config), **kwargs)
 
     def __enter__(self) -> NinjaOneClient:
@@ -201,12 +279,28 @@ class NinjaOneClient:
 
     # --- transport ----------------------------------------------------------------------
 
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One HTTP request; a client span when tracing is on (app.tracing)."""
+        if not tracing.active():
+            return self.http.request(method, path, **kwargs)
+        attributes = {
+            "http.request.method": method,
+            "url.path": path,
+            "server.address": self.http.base_url.host,
+        }
+        with tracing.client_span(f"NinjaOne {method}", attributes) as span:
+            response = self.http.request(method, path, **kwargs)
+            tracing.record_outcome(span, response.status_code < 400, response.status_code)
+            return response
+
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One request with retries on 429, 5xx and transport errors."""
         attempt = 0
         while True:
+            if self.limiter is not None:
+                self.limiter.acquire()
             try:
-                response = self.http.request(method, path, **kwargs)
+                response = self._request(method, path, **kwargs)
             except httpx.TransportError as exc:
                 if attempt >= min(self.max_retries, self.transport_retries):
                     raise NinjaOneError(
@@ -218,6 +312,9 @@ class NinjaOneClient:
                 if response.status_code not in RETRY_STATUSES or attempt >= self.max_retries:
                     return response
                 hinted = _retry_after(response)
+                if response.status_code == 429 and hinted is not None and self.limiter:
+                    # NinjaOne asked this client to slow down: so does every other caller.
+                    self.limiter.pause(min(self.max_backoff, hinted))
                 wait = min(
                     self.max_backoff,
                     hinted if hinted is not None else self.backoff * 2**attempt,
@@ -304,7 +401,7 @@ class NinjaOneClient:
                 "(it needs the monitoring and management scopes)"
             )
         if status == 404:
-            raise NinjaOneError(f"{what}: NinjaOne answered 404 Not Found")
+            raise NinjaOneNotFound(f"{what}: NinjaOne answered 404 Not Found")
         if status in RETRY_STATUSES:
             raise NinjaOneError(
                 f"{what}: NinjaOne answered {status} after {self.max_retries + 1} attempt(s)"
@@ -374,6 +471,34 @@ class NinjaOneClient:
     def devices(self, *, page_size: int = 200) -> Iterator[list[dict[str, Any]]]:
         """Pages of ``/v2/devices``."""
         return self.paginate("/v2/devices", page_size=page_size)
+
+    def device(self, device_id: int) -> dict[str, Any] | None:
+        """``GET /v2/device/{id}``; None when NinjaOne answers 404."""
+        return self._object(f"/v2/device/{int(device_id)}")
+
+    def organization(self, organization_id: int) -> dict[str, Any] | None:
+        """``GET /v2/organization/{id}``; None when NinjaOne answers 404."""
+        return self._object(f"/v2/organization/{int(organization_id)}")
+
+    def organization_locations(self, organization_id: int) -> list[dict[str, Any]] | None:
+        """``GET /v2/organization/{id}/locations``; None when NinjaOne answers 404."""
+        path = f"/v2/organization/{int(organization_id)}/locations"
+        try:
+            body = self.get_json(path)
+        except NinjaOneNotFound:
+            return None
+        if not isinstance(body, list):
+            raise NinjaOneError(f"GET {path}: expected a JSON array, got {type(body).__name__}")
+        return [item for item in body if isinstance(item, dict)]
+
+    def _object(self, path: str) -> dict[str, Any] | None:
+        try:
+            body = self.get_json(path)
+        except NinjaOneNotFound:
+            return None
+        if not isinstance(body, dict):
+            raise NinjaOneError(f"GET {path}: expected a JSON object, got {type(body).__name__}")
+        return body
 
     def activities_page(
         self,

@@ -29,6 +29,7 @@ from app.entities.service import device_row, location_row, organization_row
 from app.ingest.rejected import Rejection, keep_rejected
 from app.ingest.service import ingest_activity
 from app.ingest.validation import InvalidBody, first_non_finite, validate_activity
+from app.ninjaone import runs
 from app.ninjaone.client import NinjaOneClient, NinjaOneError
 from app.state import AppState
 from app.storage import activities as activity_store
@@ -49,11 +50,20 @@ def _no_progress(_what: str, _done: int) -> None:
     return None
 
 
+SYNC_TASK = "ninjaone-sync"
+
+# The kinds a sync loads, in this order (organizations before the locations and devices
+# that name them).
+SYNC_KINDS = ("organizations", "locations", "devices")
+
+
 @dataclass
 class SyncResult:
-    """Per kind (organizations, locations, devices): added, updated, unchanged."""
+    """Per kind (organizations, locations, devices): added, updated, unchanged; and the
+    ids each kind's complete listing no longer had, now marked deleted."""
 
     counts: dict[str, store.SyncCounts] = field(default_factory=dict)
+    deleted: dict[str, list[int]] = field(default_factory=dict)
 
 
 def sync_entities(
@@ -62,36 +72,73 @@ def sync_entities(
     *,
     page_size: int = 200,
     progress: Progress = _no_progress,
+    kinds: tuple[str, ...] = SYNC_KINDS,
+    by: str = "sync",
 ) -> SyncResult:
-    """Load every organization, location and device into the cache, page by page.
+    """Load every organization, location and device (or only ``kinds``) into the cache,
+    page by page, stamping each row refreshed by ``by``.
 
     Each page commits on its own, as of the moment it was fetched, so an
-    interrupted sync keeps what it loaded and a rerun continues to be correct.
+    interrupted sync keeps what it loaded and a rerun continues to be correct. When a
+    kind's listing completes, every cached entity of that kind it did not list (and no
+    delivery refreshed meanwhile) is marked deleted: kept, with its name, never removed.
     """
     result = SyncResult()
-    kinds: tuple[tuple[str, Any, Any, Callable[[dict[str, Any]], dict[str, Any]]], ...] = (
-        (
-            "organizations",
+    listings: dict[str, tuple[Any, Any, Callable[[dict[str, Any]], dict[str, Any]]]] = {
+        "organizations": (
             client.organizations,
             organizations,
             lambda o: organization_row(o, full=True),
         ),
-        ("locations", client.locations, locations, lambda loc: location_row(loc, full=True)),
-        ("devices", client.devices, devices, device_row),
-    )
-    for kind, pages, table, to_row in kinds:
+        "locations": (client.locations, locations, lambda loc: location_row(loc, full=True)),
+        "devices": (client.devices, devices, device_row),
+    }
+    for kind in kinds:
+        pages, table, to_row = listings[kind]
         counts = store.SyncCounts()
         done = 0
+        started = time.time()
         progress(kind, 0)
         for page in pages(page_size=page_size):
             rows = [to_row(item) for item in page if isinstance(item.get("id"), int)]
             now = time.time()
             with state.db.begin() as conn:
-                counts += store.sync_rows(conn, table, rows, now)
+                counts += store.sync_rows(conn, table, rows, now, by)
             done += len(rows)
             progress(kind, done)
         result.counts[kind] = counts
+        with state.db.begin() as conn:
+            result.deleted[kind] = store.mark_unseen_deleted(conn, table, started, time.time(), by)
+        if result.deleted[kind]:
+            log.info(
+                "sync: %d %s no longer in NinjaOne, marked deleted", len(result.deleted[kind]), kind
+            )
+    if set(kinds) == set(SYNC_KINDS):
+        # For `ninjahook status`: when the cache was last complete, and what NinjaOne listed.
+        runs.record_sync(
+            state, {k: c.added + c.updated + c.unchanged for k, c in result.counts.items()}
+        )
     return result
+
+
+def run_sync(state: AppState) -> None:
+    """The periodic task (NINJAHOOK_SYNC_INTERVAL): one full sync, logged."""
+    started = time.monotonic()
+    try:
+        with NinjaOneClient.from_config(state.config) as client:
+            result = sync_entities(state, client)
+    except NinjaOneError as exc:
+        log.warning("entity sync failed: %s", exc)
+        return
+    log.info(
+        "entity sync: %s (%.1fs)",
+        ", ".join(
+            f"{kind} {c.added} added, {c.updated} updated, {c.unchanged} unchanged, "
+            f"{len(result.deleted.get(kind, []))} deleted"
+            for kind, c in result.counts.items()
+        ),
+        time.monotonic() - started,
+    )
 
 
 @dataclass
@@ -127,10 +174,18 @@ def backfill(
     """
     try:
         result = _backfill(state, client, since=since, page_size=page_size, progress=progress)
-    except Exception:
+    except Exception as exc:
         _count_run(state, "failed")
+        runs.record_backfill(state, error=exc)  # for `ninjahook status`
         raise
     _count_run(state, "ok")
+    runs.record_backfill(
+        state,
+        fetched=result.fetched,
+        new=result.new,
+        present=result.present,
+        rejected=result.rejected,
+    )
     return result
 
 

@@ -11,6 +11,7 @@ bytes otherwise.
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
 import hashlib
 import hmac
@@ -26,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from app import tracing
 from app.notifications.routes import Destination
 from app.notifications.templates import Message, escape_slack, escape_teams
 
@@ -193,7 +195,38 @@ def send(
     timeout: float,
     client: httpx.Client | None = None,
 ) -> Outcome:
-    """Make one attempt; never raises for a failed delivery (the outcome says why)."""
+    """Make one attempt; never raises for a failed delivery (the outcome says why).
+
+    When tracing is on, the attempt is a client span (``notify <kind>``) naming the
+    route, the destination kind, the delivery id and the host, never the URL (a Slack or
+    Teams URL is a secret)."""
+    if not tracing.active():
+        return _send(destination, message, envelope, route=route, timeout=timeout, client=client)
+    url = destination.target_url() if destination.kind not in ("email", "apprise") else None
+    attributes: dict[str, Any] = {
+        "ninjahook.route": route,
+        "ninjahook.destination.kind": destination.kind,
+        "ninjahook.delivery.id": envelope.delivery_id,
+    }
+    if url:
+        attributes["http.request.method"] = "POST"
+        with contextlib.suppress(Exception):  # the send reports a bad URL, not this
+            attributes["server.address"] = httpx.URL(url).host
+    with tracing.client_span(f"notify {destination.kind}", attributes) as span:
+        outcome = _send(destination, message, envelope, route=route, timeout=timeout, client=client)
+        tracing.record_outcome(span, outcome.ok, outcome.status_code, outcome.error)
+    return outcome
+
+
+def _send(
+    destination: Destination,
+    message: Message,
+    envelope: Envelope,
+    *,
+    route: str,
+    timeout: float,
+    client: httpx.Client | None,
+) -> Outcome:
     try:
         if destination.kind == "email":
             return _send_email(destination, message, envelope, timeout)

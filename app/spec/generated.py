@@ -887,6 +887,7 @@ KNOWN_VALUES: dict[tuple[str, ...], frozenset[str]] = {
 OPERATION_IDS: tuple[str, ...] = (
     'handlers.ingest.receive_activity',
     'handlers.activities.list_activities',
+    'handlers.activities.export_activities',
     'handlers.activities.get_activity',
     'handlers.activities.get_activity_raw',
     'handlers.activities.list_rejected',
@@ -894,6 +895,7 @@ OPERATION_IDS: tuple[str, ...] = (
     'handlers.activities.list_spec_drift',
     'handlers.health.liveness',
     'handlers.health.readiness',
+    'handlers.status.get_status',
     'handlers.entities.list_devices',
     'handlers.entities.get_device',
     'handlers.entities.list_organizations',

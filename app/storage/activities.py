@@ -220,13 +220,20 @@ def _text_condition(text: str) -> sa.ColumnElement[bool]:
     indexes directly; on SQLite the FTS index only narrows the candidates and this decides.
     """
     c = activities.c
+    text = searchable(text)
     pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
     return sa.or_(c.message.ilike(pattern, escape="\\"), c.subject.ilike(pattern, escape="\\"))
 
 
 def _fts_phrase(text: str) -> str:
     """``text`` as one FTS5 phrase: with the trigram tokenizer, a substring match."""
-    return '"' + text.replace('"', '""') + '"'
+    return '"' + searchable(text).replace('"', '""') + '"'
+
+
+def searchable(text: str) -> str:
+    """Search text as stored text is: a NUL (which neither backend takes in a query
+    parameter) becomes U+FFFD, as ingest stores it (app.ingest.text)."""
+    return text.replace("\x00", "\ufffd")
 
 
 @dataclass(frozen=True)
@@ -438,3 +445,39 @@ def list_spec_drift(conn: Connection) -> list[Row[Any]]:
             )
         )
     )
+
+
+def export_sizes(
+    conn: Connection, flt: ActivityFilter, *, after_id: int | None, limit: int
+) -> list[tuple[int, int]]:
+    """``(id, raw body bytes)`` of up to ``limit`` activities matching ``flt`` whose id is
+    above ``after_id``, by id ascending: one keyset page of an export.
+
+    Only ids and lengths: the export then reads the rows in groups bounded by bytes
+    (:func:`export_rows`), so a page of large bodies never comes into memory at once.
+    """
+    stmt = sa.select(activities.c.id, sa.func.length(activities.c.raw)).where(*_where(flt))
+    if after_id is not None:
+        stmt = stmt.where(activities.c.id > after_id)
+    rows = conn.execute(stmt.order_by(activities.c.id).limit(limit))
+    return [(int(r[0]), int(r[1] or 0)) for r in rows]
+
+
+def export_rows(
+    conn: Connection, flt: ActivityFilter, first_id: int, last_id: int, *, raw: bool
+) -> list[Row[Any]]:
+    """The activities matching ``flt`` with ids from ``first_id`` to ``last_id``, by id
+    ascending: ``id`` and ``raw`` with ``raw``, else every :data:`ACTIVITY_COLUMNS`
+    column under its API name (no raw body). A range of ids from :func:`export_sizes`
+    (one range scan of the primary key, rather than thousands of parameters)."""
+    columns: list[sa.ColumnElement[Any]] = (
+        [activities.c.id, activities.c.raw]
+        if raw
+        else [col.label(name) for name, col in ACTIVITY_COLUMNS.items()]
+    )
+    stmt = (
+        sa.select(*columns)
+        .where(*_where(flt), activities.c.id >= first_id, activities.c.id <= last_id)
+        .order_by(activities.c.id)
+    )
+    return list(conn.execute(stmt))

@@ -38,8 +38,13 @@ EVENT_COLUMNS: tuple[sa.ColumnElement[Any], ...] = (
     activities.c.message,
 )
 
-# What the read API shows for an alert, with names from the entity cache.
+# What the read API shows for an alert, with names from the entity cache. An alert
+# opened by deliveries without expansion (NinjaOne's notification channels, backfilled
+# activities) has only a deviceId: its organization and location are then its cached
+# device's, as for activities (app.storage.activities.record_select).
 _DEVICE_NAME = sa.func.coalesce(devices.c.display_name, devices.c.system_name)
+_ORGANIZATION_ID = sa.func.coalesce(alerts.c.organization_id, devices.c.organization_id)
+_LOCATION_ID = sa.func.coalesce(alerts.c.location_id, devices.c.location_id)
 
 
 @dataclass(frozen=True)
@@ -288,26 +293,67 @@ def replace_all(
         conn.execute(sa.insert(alert_activities), [dict(x) for x in links[start : start + 5000]])
 
 
-def _alert_select(preview: int | None = None) -> sa.Select[Any]:
+def _alert_select(preview: int | None = None, rows: sa.FromClause = alerts) -> sa.Select[Any]:
     """Alert rows with entity names; with ``preview``, the message cut in SQL to
-    ``preview + 1`` characters (one more than shown, to tell a cut one)."""
-    columns: list[sa.ColumnElement[Any]] = list(alerts.c)
+    ``preview + 1`` characters (one more than shown, to tell a cut one).
+
+    ``organization_id`` and ``location_id`` are the alert's own, or else its cached
+    device's. ``rows``, when given, is a subquery of the ``key``s to return: the names are
+    then joined for those rows only.
+    """
+    shown: dict[str, sa.ColumnElement[Any]] = {
+        "organization_id": _ORGANIZATION_ID.label("organization_id"),
+        "location_id": _LOCATION_ID.label("location_id"),
+    }
     if preview is not None:
-        columns = [
-            preview_of(c, preview).label("message") if c.name == "message" else c for c in alerts.c
-        ]
+        shown["message"] = preview_of(alerts.c.message, preview).label("message")
+    source: sa.FromClause = alerts
+    if rows is not alerts:
+        source = rows.join(alerts, alerts.c.key == rows.c.key)
     return (
         sa.select(
-            *columns,
+            *(shown.get(c.name, c) for c in alerts.c),
             _DEVICE_NAME.label("device_name"),
             organizations.c.name.label("organization_name"),
             locations.c.name.label("location_name"),
         )
-        .select_from(alerts)
+        .select_from(source)
         .outerjoin(devices, devices.c.id == alerts.c.device_id)
-        .outerjoin(organizations, organizations.c.id == alerts.c.organization_id)
-        .outerjoin(locations, locations.c.id == alerts.c.location_id)
+        .outerjoin(organizations, organizations.c.id == _ORGANIZATION_ID)
+        .outerjoin(locations, locations.c.id == _LOCATION_ID)
     )
+
+
+def _in_organization(organization_id: int) -> sa.ColumnElement[bool]:
+    """The alert's organization (its own, or else its cached device's) is ``organization_id``.
+
+    Written as the union of two index seeks, the alerts of the organization
+    (ix_alerts_organization_id) and the alerts without one on its cached devices
+    (ix_devices_organization_id, then ix_alerts_device_id), rather than as the COALESCE
+    over a join, which no index serves: its cost follows the organization's alerts and
+    devices, not the table (measured with EXPLAIN on 5,000 alerts, both backends).
+    """
+    own = sa.select(alerts.c.key).where(alerts.c.organization_id == organization_id)
+    through_device = (
+        sa.select(alerts.c.key)
+        .join(devices, devices.c.id == alerts.c.device_id)
+        .where(devices.c.organization_id == organization_id, alerts.c.organization_id.is_(None))
+    )
+    return alerts.c.key.in_(sa.union_all(own, through_device))
+
+
+def _conditions(flt: AlertFilter) -> list[sa.ColumnElement[bool]]:
+    """``flt`` as WHERE conditions on ``alerts`` (no join needed)."""
+    conditions: list[sa.ColumnElement[bool]] = [alerts.c.last_activity_id.is_not(None)]
+    if flt.state != "all":
+        conditions.append(alerts.c.state == flt.state)
+    if flt.organization_id is not None:
+        conditions.append(_in_organization(flt.organization_id))
+    if flt.device_id is not None:
+        conditions.append(alerts.c.device_id == flt.device_id)
+    if flt.severity is not None:
+        conditions.append(alerts.c.severity == flt.severity)
+    return conditions
 
 
 def list_alerts(
@@ -321,15 +367,7 @@ def list_alerts(
     """Up to ``limit`` alerts matching ``flt``, most recently active (by last activity id)
     first, below ``before_id``; rows carry the entity names. With ``preview``, messages
     are cut in SQL (see :func:`_alert_select`)."""
-    stmt = _alert_select(preview).where(alerts.c.last_activity_id.is_not(None))
-    if flt.state != "all":
-        stmt = stmt.where(alerts.c.state == flt.state)
-    if flt.organization_id is not None:
-        stmt = stmt.where(alerts.c.organization_id == flt.organization_id)
-    if flt.device_id is not None:
-        stmt = stmt.where(alerts.c.device_id == flt.device_id)
-    if flt.severity is not None:
-        stmt = stmt.where(alerts.c.severity == flt.severity)
+    stmt = _alert_select(preview).where(*_conditions(flt))
     if before_id is not None:
         stmt = stmt.where(alerts.c.last_activity_id < before_id)
     return list(conn.execute(stmt.order_by(alerts.c.last_activity_id.desc()).limit(limit)))
@@ -361,6 +399,53 @@ def open_alerts_by_severity(conn: Connection) -> dict[str | None, int]:
     stmt = (
         sa.select(alerts.c.severity, sa.func.count())
         .where(alerts.c.state == "open")
+        .group_by(alerts.c.severity)
+    )
+    return {row[0]: int(row[1]) for row in conn.execute(stmt)}
+
+
+# The order a technician reads open alerts in: the worst first, whatever the
+# organization; a severity NinjaOne may add later ranks with NONE.
+SEVERITY_RANK = {"CRITICAL": 0, "MAJOR": 1, "MODERATE": 2, "MINOR": 3, "NONE": 4}
+_RANK = sa.case(
+    *((alerts.c.severity == name, rank) for name, rank in SEVERITY_RANK.items()),
+    else_=len(SEVERITY_RANK) - 1,
+)
+
+
+def alerts_by_rank(
+    conn: Connection,
+    flt: AlertFilter,
+    *,
+    limit: int,
+    offset: int = 0,
+    preview: int | None = None,
+) -> list[Row[Any]]:
+    """Up to ``limit`` alerts matching ``flt`` from ``offset``, worst severity first
+    (:data:`SEVERITY_RANK`), then the most recently opened, then by key; rows as
+    :func:`list_alerts`'s. The page's keys are chosen on ``alerts`` alone and the names
+    joined for those rows only."""
+    order = (_RANK, alerts.c.opened_at.desc(), alerts.c.key)
+    page = (
+        sa.select(alerts.c.key, _RANK.label("rank"))
+        .where(*_conditions(flt))
+        .order_by(*order)
+        .limit(limit)
+        .offset(offset)
+        .subquery("page")
+    )
+    stmt = _alert_select(preview, page).order_by(
+        page.c.rank, alerts.c.opened_at.desc(), alerts.c.key
+    )
+    return list(conn.execute(stmt))
+
+
+def alerts_by_severity(conn: Connection, flt: AlertFilter) -> dict[str | None, int]:
+    """How many alerts match ``flt``, per severity (None: no severity given); with
+    ``AlertFilter()`` the same numbers as :func:`open_alerts_by_severity`."""
+    stmt = (
+        sa.select(alerts.c.severity, sa.func.count())
+        .where(*_conditions(flt))
         .group_by(alerts.c.severity)
     )
     return {row[0]: int(row[1]) for row in conn.execute(stmt)}

@@ -19,6 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from app.tracing import instrument_engine
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -71,6 +73,7 @@ class Database:
             assert database is not None
             self._wal_sync = WalSync(Path(database))
         self.engine: Engine = self._create_engine()
+        instrument_engine(self.engine)  # statement spans, when tracing is on (app.tracing)
         self._writer_lock: WriterLock | None = None
         if sqlite_writer_lock and on_file:
             self._writer_lock = WriterLock(Path(str(database) + ".writer-lock"))

@@ -93,19 +93,26 @@ class SyncCounts:
 
 
 def sync_rows(
-    conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]], now: float
+    conn: Connection,
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]],
+    now: float,
+    by: str = "sync",
 ) -> SyncCounts:
     """Store a page of rows fetched from the API at ``now``, counting what changed.
 
     A row whose columns equal the stored ones is *unchanged*: only its
     ``observed_at`` moves forward (so older deliveries still lose against it) and
-    ``updated_at`` keeps the time of the last real change.
+    ``updated_at`` keeps the time of the last real change. Every row of the page is
+    stamped ``refreshed_at = now`` and ``refreshed_by = by`` and is no longer deleted
+    (NinjaOne just listed it); a row that was marked deleted counts as updated.
     """
     counts = SyncCounts()
     if not rows:
         return counts
     ids = [r["id"] for r in rows]
     stored = {r.id: r._mapping for r in conn.execute(sa.select(table).where(table.c.id.in_(ids)))}
+    seen = {"deleted_at": None, "refreshed_at": now, "refreshed_by": by}
     for row in rows:
         before = stored.get(row["id"])
         if before is None:
@@ -113,15 +120,77 @@ def sync_rows(
         elif before["observed_at"] >= now:
             # Something newer than this fetch (a delivery) is stored already.
             counts.unchanged += 1
+            conn.execute(sa.update(table).where(table.c.id == row["id"]).values(**seen))
             continue
-        elif all(before[k] == v for k, v in row.items()):
+        elif all(before[k] == v for k, v in row.items()) and before["deleted_at"] is None:
             counts.unchanged += 1
-            conn.execute(sa.update(table).where(table.c.id == row["id"]).values(observed_at=now))
+            conn.execute(
+                sa.update(table).where(table.c.id == row["id"]).values(observed_at=now, **seen)
+            )
             continue
         else:
             counts.updated += 1
-        upsert_if_newer(conn, table, {**row, "observed_at": now, "updated_at": now})
+        upsert_if_newer(conn, table, {**row, "observed_at": now, "updated_at": now, **seen})
     return counts
+
+
+def mark_deleted(
+    conn: Connection, table: sa.Table, ids: Sequence[int], at: float, now: float, by: str
+) -> int:
+    """Mark the rows ``ids`` deleted in NinjaOne as of ``at`` (kept, never removed).
+
+    A row already marked keeps its first ``deleted_at``. Returns the rows newly marked.
+    """
+    if not ids:
+        return 0
+    result = conn.execute(
+        sa.update(table)
+        .where(table.c.id.in_(list(ids)), table.c.deleted_at.is_(None))
+        .values(deleted_at=at, refreshed_at=now, refreshed_by=by)
+    )
+    return int(result.rowcount or 0)
+
+
+def mark_unseen_deleted(
+    conn: Connection,
+    table: sa.Table,
+    since: float,
+    now: float,
+    by: str,
+    *,
+    organization_id: int | None = None,
+) -> list[int]:
+    """After a complete listing that started at ``since``: mark deleted every row not
+    refreshed since then (NinjaOne no longer lists it). ``organization_id`` limits it to
+    that organization's rows (a listing of one organization's locations). Returns their
+    ids."""
+    unseen = sa.and_(
+        table.c.deleted_at.is_(None),
+        sa.or_(table.c.refreshed_at.is_(None), table.c.refreshed_at < since),
+    )
+    if organization_id is not None:
+        unseen = sa.and_(unseen, table.c.organization_id == organization_id)
+    ids = [int(i) for i in conn.execute(sa.select(table.c.id).where(unseen)).scalars()]
+    for start in range(0, len(ids), 500):
+        mark_deleted(conn, table, ids[start : start + 500], now, now, by)
+    return ids
+
+
+def cached_ids(conn: Connection, table: sa.Table, ids: Sequence[int]) -> set[int]:
+    """Which of ``ids`` have a row in ``table`` (deleted ones included)."""
+    if not ids:
+        return set()
+    stmt = sa.select(table.c.id).where(table.c.id.in_(list(ids)))
+    return {int(i) for i in conn.execute(stmt).scalars()}
+
+
+def entity_states(conn: Connection) -> dict[str, tuple[int, int]]:
+    """Per table (organizations, locations, devices): (rows cached, rows marked deleted)."""
+    found = {}
+    for name, table in TABLES.items():
+        row = conn.execute(sa.select(sa.func.count(), sa.func.count(table.c.deleted_at))).one()
+        found[name] = (int(row[0]), int(row[1]))
+    return found
 
 
 def _device_select() -> sa.Select[Any]:

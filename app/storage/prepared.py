@@ -45,6 +45,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 from sqlalchemy.types import TypeEngine
 
+from app.tracing import statement_span
+
 Processor = Callable[[Any], Any]
 
 # Called with the SQL of every prepared statement run (SQLAlchemy's statement events do
@@ -131,7 +133,10 @@ class Prepared:
         cursor = dbapi_connection.cursor()
         pending = Pending(conn, compiled, arguments, cursor, in_pipeline=pipeline is not None)
         try:
-            cursor.execute(compiled.sql, arguments)
+            # A span when tracing is on (SQLAlchemy's events, which app.tracing follows
+            # for Core statements, do not see these).
+            with statement_span(compiled.sql, dialect.name):
+                cursor.execute(compiled.sql, arguments)
         except dialect.loaded_dbapi.Error as exc:
             cursor.close()
             raise _wrapped(conn, exc, compiled.sql, arguments, cursor) from exc

@@ -93,6 +93,11 @@ organizations = sa.Table(
     sa.Column("raw", sa.JSON, nullable=True),
     sa.Column("observed_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # Deleted in NinjaOne (an event or a complete sync said so): kept, never removed.
+    sa.Column("deleted_at", sa.Float, nullable=True),
+    # When and how (webhook, fetch, event, sync) the row was last refreshed.
+    sa.Column("refreshed_at", sa.Float, nullable=True),
+    sa.Column("refreshed_by", sa.String(16), nullable=True),
 )
 
 locations = sa.Table(
@@ -104,6 +109,11 @@ locations = sa.Table(
     sa.Column("raw", sa.JSON, nullable=True),
     sa.Column("observed_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # Deleted in NinjaOne (an event or a complete sync said so): kept, never removed.
+    sa.Column("deleted_at", sa.Float, nullable=True),
+    # When and how (webhook, fetch, event, sync) the row was last refreshed.
+    sa.Column("refreshed_at", sa.Float, nullable=True),
+    sa.Column("refreshed_by", sa.String(16), nullable=True),
 )
 
 devices = sa.Table(
@@ -120,6 +130,11 @@ devices = sa.Table(
     sa.Column("raw", sa.JSON, nullable=True),
     sa.Column("observed_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    # Deleted in NinjaOne (an event or a complete sync said so): kept, never removed.
+    sa.Column("deleted_at", sa.Float, nullable=True),
+    # When and how (webhook, fetch, event, sync) the row was last refreshed.
+    sa.Column("refreshed_at", sa.Float, nullable=True),
+    sa.Column("refreshed_by", sa.String(16), nullable=True),
 )
 
 # Progress markers for NinjaOne API work, e.g. the newest activity id up to which a

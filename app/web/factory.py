@@ -10,10 +10,11 @@ from typing import Any
 
 import flask
 from connexion import FlaskApp
+from connexion.datastructures import MediaTypeDict
 from connexion.jsonifier import Jsonifier
 from connexion.middleware import MiddlewarePosition
 from connexion.options import SwaggerUIOptions
-from connexion.validators import FormDataValidator
+from connexion.validators import VALIDATOR_MAP, FormDataValidator
 
 from app.background import Scheduler
 from app.config import load_config
@@ -21,6 +22,9 @@ from app.ingest.group_commit import stop_committer
 from app.logs import install_redaction
 from app.services import build_state, periodic_tasks
 from app.spec import SPEC_PATH
+from app.tracing import asgi_middleware
+from app.tracing import configure as configure_tracing
+from app.web.access_log import AccessLogMiddleware
 from app.web.connexion_tuning import load_specification, tune_app
 from app.web.metrics_middleware import IngestMetricsMiddleware
 from app.web.middleware import (
@@ -33,6 +37,7 @@ from app.web.middleware import (
     RequestStateMiddleware,
 )
 from app.web.problems import register_error_handlers
+from app.web.streaming import DisconnectMiddleware, JSONLinesResponseValidator
 from app.web.validation import DeliveryBodyValidator, NamedParameterValidator
 
 log = logging.getLogger(__name__)
@@ -49,6 +54,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> FlaskApp:
     overrides = dict(overrides or {})
     validate_responses = bool(overrides.pop("validate_responses", False))
     config = load_config(overrides)
+    # Before the database is built: its engine is traced when tracing is on (app.tracing).
+    configure_tracing()
     state = build_state(config)
     scheduler = Scheduler(state, periodic_tasks(state))
 
@@ -84,12 +91,26 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> FlaskApp:
                 "application/x-www-form-urlencoded": FormDataValidator,
             },
             "parameter": NamedParameterValidator,
+            # Connexion's response map plus JSON Lines, checked line by line as it streams
+            # (its "*/*json" validator would hold a whole export to parse it as one value).
+            "response": MediaTypeDict(
+                {
+                    **VALIDATOR_MAP["response"],
+                    "application/x-ndjson": JSONLinesResponseValidator,
+                }
+            ),
         },
         validate_responses=validate_responses,
         pythonic_params=True,
         swagger_ui_options=SwaggerUIOptions(swagger_ui_path="/docs"),
     )
-    # Outermost of ours: every later layer (and the routing) sees the collapsed path.
+    # Outermost of ours: each request's server span, when tracing is on (OTEL_*).
+    request_spans = asgi_middleware()
+    if request_spans is not None:
+        app.add_middleware(request_spans, position=MiddlewarePosition.BEFORE_EXCEPTION)
+    # The access log sees the path as it was sent, and times the whole answer.
+    app.add_middleware(AccessLogMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
+    # Outermost of the rest: every later layer (and the routing) sees the collapsed path.
     app.add_middleware(PathMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(DashboardHeadersMiddleware, position=MiddlewarePosition.BEFORE_EXCEPTION)
     app.add_middleware(
@@ -112,6 +133,12 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> FlaskApp:
         BodyTimeoutMiddleware,
         position=MiddlewarePosition.BEFORE_SWAGGER,
         seconds=config.body_timeout,
+    )
+    # Streamed answers stop reading the database when their client goes away.
+    app.add_middleware(
+        DisconnectMiddleware,
+        position=MiddlewarePosition.BEFORE_SWAGGER,
+        paths=("/activities/export",),
     )
     register_error_handlers(app)
     tune_app(app)

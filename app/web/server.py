@@ -78,5 +78,7 @@ class Worker(UvicornWorker):
         self.CONFIG_KWARGS = {
             **UvicornWorker.CONFIG_KWARGS,
             "http": protocol_with(load_config().header_timeout),
+            # The access log is app.web.access_log's (it has the duration): not uvicorn's.
+            "access_log": False,
         }
         super().__init__(*args, **kwargs)

@@ -4,6 +4,10 @@ Everything derives from one seed, so a test or a demo sees the same tenant every
 time. Shapes follow NinjaOne's Public API v2 (see tests/reference): activity ids
 grow but are sparse (ids are global across NinjaOne's tenants), ``activityTime``
 is epoch seconds with a fraction, and optional fields are often absent.
+
+Activity ids start from the clock (microseconds since the epoch, below 2**53 so any
+JSON reader keeps them exact): an emulator restarted later never sends an id it sent
+before, as long as it produced fewer than about 200,000 activities a second.
 """
 
 from __future__ import annotations
@@ -91,6 +95,10 @@ class World:
 
     def location(self, loc_id: int) -> dict[str, Any]:
         return next(loc for loc in self.locations if loc["id"] == loc_id)
+
+    def device(self, device_id: int) -> dict[str, Any] | None:
+        """The device, or None (never existed, or deleted)."""
+        return next((d for d in self.devices if d["id"] == device_id), None)
 
     def expanded_device(self, device_id: int) -> dict[str, Any] | None:
         """The device as a webhook with ``expand: [device]`` carries it, or None."""
@@ -183,14 +191,50 @@ class ActivityStream:
 
     world: World
     rng: random.Random
-    next_id: int = 4_812_000_000
+    # None: start from the clock, in microseconds (see the module's docstring).
+    next_id: int | None = None
     clock: Callable[[], float] = time.time
     _pending: list[dict[str, Any]] = field(default_factory=list)
 
-    def _base(self, device: dict[str, Any], activity_type: str, status: str) -> dict[str, Any]:
+    def __post_init__(self) -> None:
+        if self.next_id is None:
+            self.next_id = int(self.clock() * 1_000_000)
+
+    def take_id(self) -> int:
+        """The next activity id: larger than every earlier one, sparse."""
+        assert self.next_id is not None
         self.next_id += self.rng.randint(1, 9)
+        return self.next_id
+
+    def system_event(
+        self,
+        status: str,
+        message: str,
+        *,
+        device_id: int | None = None,
+        user_id: int | None = None,
+    ) -> dict[str, Any]:
+        """A SYSTEM activity reporting a change (``NODE_UPDATED``, ``CLIENT_UPDATED``…);
+        about a device when ``device_id`` is given (organization and location events
+        name no device, and the activity has no other id field)."""
+        activity: dict[str, Any] = {
+            "id": self.take_id(),
+            "activityTime": round(self.clock(), 6),
+            "activityType": "SYSTEM",
+            "statusCode": status,
+            "status": status.replace("_", " ").capitalize(),
+            "type": "System",
+            "message": message,
+        }
+        if device_id is not None:
+            activity["deviceId"] = device_id
+        if user_id is not None:
+            activity["userId"] = user_id
+        return activity
+
+    def _base(self, device: dict[str, Any], activity_type: str, status: str) -> dict[str, Any]:
         return {
-            "id": self.next_id,
+            "id": self.take_id(),
             "activityTime": round(self.clock(), 6),
             "deviceId": device["id"],
             "activityType": activity_type,
@@ -204,10 +248,16 @@ class ActivityStream:
         if self._pending and self.rng.random() < 0.5:
             follow_up = self._pending.pop(self.rng.randrange(len(self._pending)))
             return self._finish(follow_up)
+        if not self.world.devices:
+            raise RuntimeError("the emulated tenant has no devices left")
         kind = self.rng.choices(("condition", "script", "patch", "approval"), (5, 3, 2, 1))[0]
         device = self.rng.choice(self.world.devices)
         make: Callable[[dict[str, Any]], dict[str, Any]] = getattr(self, f"_{kind}")
         return make(device)
+
+    def drop_device(self, device_id: int) -> None:
+        """Forget the follow-ups of a device that was deleted."""
+        self._pending = [p for p in self._pending if p["of"].get("deviceId") != device_id]
 
     def _condition(self, device: dict[str, Any]) -> dict[str, Any]:
         index = self.rng.randrange(len(_CONDITIONS))

@@ -9,6 +9,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -188,6 +189,86 @@ class Emulator:
                 self._deliver(webhook, activity)
         return produced
 
+    # --- changes to the tenant, each reported as NinjaOne reports it ----------------------
+
+    def _emit(self, change: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Apply ``change`` (which returns its SYSTEM activity) and deliver that activity."""
+        with self._lock:
+            activity = change()
+            self.activities.append(activity)
+            webhook = self.webhook
+        if webhook is not None and _wanted(webhook, activity):
+            self._deliver(webhook, activity)
+        return activity
+
+    def _device(self, device_id: int) -> dict[str, Any]:
+        device = self.world.device(device_id)
+        if device is None:
+            raise KeyError(f"no device {device_id} in the emulated tenant")
+        return device
+
+    def rename_device(self, device_id: int, name: str) -> dict[str, Any]:
+        """Rename a device (its displayName) and send ``NODE_UPDATED``."""
+
+        def change() -> dict[str, Any]:
+            device = self._device(device_id)
+            device["displayName"] = name
+            device["lastUpdate"] = round(time.time(), 3)
+            return self.stream.system_event(
+                "NODE_UPDATED", f"{name} was updated", device_id=device_id
+            )
+
+        return self._emit(change)
+
+    def move_device(self, device_id: int, location_id: int) -> dict[str, Any]:
+        """Move a device to another location (and its organization) and send ``NODE_UPDATED``."""
+
+        def change() -> dict[str, Any]:
+            device = self._device(device_id)
+            location = self.world.location(location_id)
+            device["locationId"] = location_id
+            device["organizationId"] = location["organizationId"]
+            device["lastUpdate"] = round(time.time(), 3)
+            return self.stream.system_event(
+                "NODE_UPDATED",
+                f"{device['displayName']} was moved to {location['name']}",
+                device_id=device_id,
+            )
+
+        return self._emit(change)
+
+    def delete_device(self, device_id: int) -> dict[str, Any]:
+        """Delete a device and send ``NODE_DELETED``; the API answers 404 for it from now on."""
+
+        def change() -> dict[str, Any]:
+            device = self._device(device_id)
+            self.world.devices.remove(device)
+            # Nothing follows up on a deleted device's pending conditions or scripts.
+            self.stream.drop_device(device_id)
+            return self.stream.system_event(
+                "NODE_DELETED", f"{device['displayName']} was deleted", device_id=device_id
+            )
+
+        return self._emit(change)
+
+    def rename_organization(self, organization_id: int, name: str) -> dict[str, Any]:
+        """Rename an organization and send ``CLIENT_UPDATED`` (which names no id)."""
+
+        def change() -> dict[str, Any]:
+            self.world.organization(organization_id)["name"] = name
+            return self.stream.system_event("CLIENT_UPDATED", f"Organization {name} was updated")
+
+        return self._emit(change)
+
+    def rename_location(self, location_id: int, name: str) -> dict[str, Any]:
+        """Rename a location and send ``LOCATION_UPDATED`` (which names no id)."""
+
+        def change() -> dict[str, Any]:
+            self.world.location(location_id)["name"] = name
+            return self.stream.system_event("LOCATION_UPDATED", f"Location {name} was updated")
+
+        return self._emit(change)
+
     def _payload(self, webhook: dict[str, Any], activity: dict[str, Any]) -> dict[str, Any]:
         payload = dict(activity)
         expand = set(webhook.get("expand") or [])
@@ -253,6 +334,13 @@ class Emulator:
                 Route("/api/v2/organizations", self._organizations, methods=["GET"]),
                 Route("/api/v2/locations", self._locations, methods=["GET"]),
                 Route("/api/v2/devices", self._devices, methods=["GET"]),
+                Route("/api/v2/device/{id:int}", self._device_detail, methods=["GET"]),
+                Route("/api/v2/organization/{id:int}", self._organization_detail, methods=["GET"]),
+                Route(
+                    "/api/v2/organization/{id:int}/locations",
+                    self._organization_locations,
+                    methods=["GET"],
+                ),
                 Route("/api/v2/activities", self._activities, methods=["GET"]),
             ]
         )
@@ -359,6 +447,52 @@ class Emulator:
 
     async def _devices(self, request: Request) -> Response:
         return await self._list(request, self.world.devices)
+
+    @staticmethod
+    def _not_found(what: str) -> Response:
+        return JSONResponse({"resultCode": "NOT_FOUND", "error": f"{what} not found"}, 404)
+
+    async def _device_detail(self, request: Request) -> Response:
+        denied = await self._guard(request)
+        if denied is not None:
+            return denied
+        with self._lock:
+            device = self.world.expanded_device(request.path_params["id"])
+        return self._not_found("device") if device is None else JSONResponse(device)
+
+    def _organization_of(self, request: Request) -> dict[str, Any] | None:
+        org_id = request.path_params["id"]
+        return next((o for o in self.world.organizations if o["id"] == org_id), None)
+
+    def _locations_of(self, org_id: int) -> list[dict[str, Any]]:
+        # As NinjaOne's organization answers list them: without an organizationId.
+        return [
+            {k: v for k, v in loc.items() if k != "organizationId"}
+            for loc in self.world.locations
+            if loc["organizationId"] == org_id
+        ]
+
+    async def _organization_detail(self, request: Request) -> Response:
+        denied = await self._guard(request)
+        if denied is not None:
+            return denied
+        with self._lock:
+            org = self._organization_of(request)
+            if org is None:
+                return self._not_found("organization")
+            body = {**org, "locations": self._locations_of(org["id"]), "policies": []}
+        return JSONResponse(body)
+
+    async def _organization_locations(self, request: Request) -> Response:
+        denied = await self._guard(request)
+        if denied is not None:
+            return denied
+        with self._lock:
+            org = self._organization_of(request)
+            if org is None:
+                return self._not_found("organization")
+            body = self._locations_of(org["id"])
+        return JSONResponse(body)
 
     async def _activities(self, request: Request) -> Response:
         denied = await self._guard(request)

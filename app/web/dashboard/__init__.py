@@ -16,7 +16,6 @@ import hmac
 import json
 import re
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -24,29 +23,37 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
 
 from app.activities import reads
 from app.alerts import service as alerts
+from app.config import Config
+from app.ninjaone import client as ninjaone
 from app.notifications import reads as delivery_service
 from app.state import AppState
 from app.storage import activities as activity_store
 from app.storage import entities as entity_store
-from app.storage.alerts import AlertFilter
+from app.storage.alerts import SEVERITY_RANK, AlertFilter
 from app.storage.notifications import NotificationFilter
 from app.timeparse import is_time, raw_number
+from app.web.dashboard.status import status_panel
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 STATIC_TYPES = {"dashboard.css": "text/css", "dashboard.js": "text/javascript"}
 POLL_SECONDS = 3
 RECENT_ACTIVITIES = 30
-OPEN_ALERTS_SHOWN = 200
+# Open alerts are listed this many a page, worst severity first (the counts are exact).
+OPEN_ALERTS_PAGE = 100
 REJECTED_SHOWN = 5
 DEAD_LETTERS_SHOWN = 50
 _FORM_CONTEXT = b"ninjahook-dashboard-form-v1"
 # The filter offers a list of organizations up to this many (a number field beyond).
 ORGANIZATIONS_LISTED = 500
-SEVERITY_ORDER = {"CRITICAL": 0, "MAJOR": 1, "MODERATE": 2, "MINOR": 3, "NONE": 4}
+# NinjaOne's severities, worst first (the order of the open-alerts list).
+SEVERITY_ORDER = SEVERITY_RANK
+# A device's page in NinjaOne, under the region's base URL.
+NINJAONE_DEVICE_PATH = "/#/deviceDashboard/{id}/overview"
 
 _env = Environment(
     loader=FileSystemLoader(HERE / "templates"),
@@ -81,9 +88,60 @@ def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
+def iso_time(ts: float | None) -> str:
+    """Epoch seconds as UTC ISO 8601 (``2026-01-31T12:00:00Z``) for a ``<time datetime>``
+    attribute; empty for a value that is no time."""
+    if ts is None or not is_time(ts):
+        return ""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def local_time(ts: float | None) -> Markup | str:
+    """A ``<time class="local">`` element: :func:`when`'s UTC text, which dashboard.js
+    replaces with the time in the viewer's time zone (the UTC text stays without script);
+    a value that is no time is shown as the number it is."""
+    iso = iso_time(ts)
+    if not iso:
+        return when(ts)
+    return Markup('<time class="local" datetime="{}">{}</time>').format(iso, escape(when(ts)))
+
+
+def severity_class(severity: str | None) -> str:
+    """The CSS class that paints an alert or activity in its severity's colour."""
+    return f"sev-{(severity or 'none').lower()}"
+
+
+def activity_class(activity: dict[str, Any]) -> str:
+    """An activity's CSS class: a RESET (any status that ends a condition) is painted as
+    resolved, never in the severity colour of the condition it ends."""
+    if activity.get("statusCode") in alerts.RESET_CODES:
+        return "resolved"
+    return severity_class(activity.get("severity"))
+
+
+def ninjaone_device_base(config: Config) -> str | None:
+    """NinjaOne's base URL for device links (NINJAONE_BASE_URL, else NINJAONE_REGION's
+    host), or None when neither is set or usable: the dashboard then links nowhere."""
+    try:
+        return ninjaone.base_url(config)
+    except ninjaone.NinjaOneNotConfigured:
+        return None
+
+
+def ninjaone_device_url(base: str | None, device_id: int | None) -> str | None:
+    """The device's page in NinjaOne, or None without a base URL or a device."""
+    if not base or device_id is None:
+        return None
+    return base + NINJAONE_DEVICE_PATH.format(id=int(device_id))
+
+
 _env.filters["age"] = age
 _env.filters["when"] = when
-_env.filters["severity_class"] = lambda s: f"sev-{(s or 'none').lower()}"
+_env.filters["iso_time"] = iso_time
+_env.filters["local_time"] = local_time
+_env.filters["severity_class"] = severity_class
+_env.filters["activity_class"] = activity_class
+_env.globals["ninjaone_device_url"] = ninjaone_device_url
 # Links to an alert use its ref: a key may hold "/" (see app.alerts.service.alert_ref).
 _env.filters["alert_ref"] = alerts.alert_ref
 
@@ -95,41 +153,43 @@ class Filters:
     organization_id: int | None = None
     severity: str | None = None
     text: str | None = None
+    page: int = 1
 
-    def query(self) -> str:
-        """The filters as a query string (without ``?``), for the live fragment's URL."""
+    def query(self, page: int | None = None) -> str:
+        """The filters as a query string (without ``?``), for the live fragment's URL;
+        with ``page``, that page of open alerts instead of this one."""
         from urllib.parse import urlencode
 
-        pairs = {"organizationId": self.organization_id, "severity": self.severity, "q": self.text}
+        shown = self.page if page is None else page
+        pairs = {
+            "organizationId": self.organization_id,
+            "severity": self.severity,
+            "q": self.text,
+            "page": shown if shown > 1 else None,
+        }
         return urlencode({k: v for k, v in pairs.items() if v not in (None, "")})
 
 
+def _severity_counts(by_severity: dict[str | None, int]) -> list[tuple[str | None, int]]:
+    """(severity, count) for the five NinjaOne severities, worst first, then any other
+    value seen (None: no severity given); the numbers /metrics' ninjahook_open_alerts has."""
+    counts = dict(by_severity)
+    known = [(name, counts.pop(name, 0)) for name in SEVERITY_ORDER]
+    return known + sorted(counts.items(), key=lambda item: str(item[0]))
+
+
 def _live_context(state: AppState, filters: Filters) -> dict[str, Any]:
-    open_alerts = alerts.alert_page(
+    page = max(1, filters.page)
+    ranked = alerts.ranked_alerts(
         state,
         AlertFilter(
             state="open", organization_id=filters.organization_id, severity=filters.severity
         ),
-        limit=OPEN_ALERTS_SHOWN,
-        before_id=None,
-    )["items"]
-    groups: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
-    ordered = sorted(
-        open_alerts,
-        key=lambda a: (
-            (a["organizationName"] or "").lower(),
-            a["organizationId"] or 0,
-            SEVERITY_ORDER.get(a["severity"] or "", 9),
-            a["openedAt"] or 0,
-        ),
+        limit=OPEN_ALERTS_PAGE,
+        offset=(page - 1) * OPEN_ALERTS_PAGE,
     )
-    for alert in ordered:
-        name = alert["organizationName"] or (
-            f"Organization {alert['organizationId']}"
-            if alert["organizationId"] is not None
-            else "No organization"
-        )
-        groups.setdefault(name, []).append(alert)
+    open_count = ranked["total"]
+    pages = max(1, -(-open_count // OPEN_ALERTS_PAGE))
     activity_filter = activity_store.ActivityFilter(
         organization_id=filters.organization_id, severity=filters.severity, text=filters.text
     )
@@ -137,8 +197,14 @@ def _live_context(state: AppState, filters: Filters) -> dict[str, Any]:
     drift = reads.spec_drift(state)
     rejected_totals = reads.rejected_totals(state)
     return {
-        "groups": groups,
-        "open_count": len(open_alerts),
+        "open_alerts": ranked["items"],
+        "open_count": open_count,
+        "severity_counts": _severity_counts(ranked["bySeverity"]),
+        "alerts_page": page,
+        "alerts_pages": pages,
+        "alerts_first": (page - 1) * OPEN_ALERTS_PAGE + 1,
+        "page_query": filters.query,
+        "ninjaone": ninjaone_device_base(state.config),
         "recent": recent["items"],
         "drift": drift,
         "drift_count": sum(d["count"] for d in drift),
@@ -187,16 +253,18 @@ def render_login(error: str | None = None, *, csrf: str = "") -> str:
 
 
 def render_index(state: AppState, filters: Filters, *, csrf: str = "") -> str:
-    """The whole dashboard page with its live part rendered in place."""
+    """The whole dashboard page with its live part rendered in place; ``csrf`` is the
+    logout form's token (:func:`form_token` of the session cookie), as on every page."""
     with state.db.connect() as conn:
         cached = entity_store.list_organizations(conn, limit=ORGANIZATIONS_LISTED)
     organizations = sorted(((o.id, o.name or f"#{o.id}") for o in cached), key=lambda o: o[1])
     return _env.get_template("index.html").render(
-        csrf=csrf,
+        logout_csrf=csrf,
         filters=filters,
         organizations=organizations,
         live_query=filters.query(),
         poll_seconds=POLL_SECONDS,
+        status=status_panel(state),
         **_live_context(state, filters),
     )
 
@@ -206,7 +274,7 @@ def render_live(state: AppState, filters: Filters) -> str:
     return _env.get_template("live.html").render(**_live_context(state, filters))
 
 
-def render_activity(state: AppState, activity_id: int) -> str | None:
+def render_activity(state: AppState, activity_id: int, *, csrf: str = "") -> str | None:
     """One activity's page with its payload pretty-printed, or None when not stored."""
     record = reads.activity_detail(state, activity_id)
     raw = reads.activity_raw(state, activity_id)
@@ -216,7 +284,11 @@ def render_activity(state: AppState, activity_id: int) -> str | None:
     payload = pretty_json(raw)
     routed = delivery_service.activity_notifications(state, activity_id) or []
     return _env.get_template("activity.html").render(
-        activity=record, payload=payload, deliveries=routed
+        activity=record,
+        payload=payload,
+        deliveries=routed,
+        ninjaone=ninjaone_device_base(state.config),
+        logout_csrf=csrf,
     )
 
 
@@ -262,6 +334,7 @@ def render_dead_letters(
         first_page=before is None,
         retried=retried,
         form_token=form_token(session),
+        logout_csrf=form_token(session) if session else "",
     )
 
 
@@ -271,23 +344,30 @@ def retry_dead_letter(state: AppState, delivery_uid: str) -> int:
     return delivery_service.retry_dead_letters(state.db, NotificationFilter(uid=delivery_uid))
 
 
-def render_alert(state: AppState, key: str) -> str | None:
+def render_alert(state: AppState, key: str, *, csrf: str = "") -> str | None:
     """One alert's page with its history, or None when there is no such alert."""
     detail = alerts.alert_detail(state, key)
     if detail is None:
         return None
     history = detail.pop("history")
-    return _env.get_template("alert.html").render(alert=detail, history=history, now=time.time())
+    return _env.get_template("alert.html").render(
+        alert=detail,
+        history=history,
+        now=time.time(),
+        ninjaone=ninjaone_device_base(state.config),
+        logout_csrf=csrf,
+    )
 
 
-def render_not_found(what: str) -> str:
-    """A 404 page."""
-    return _env.get_template("not_found.html").render(what=what)
+def render_not_found(what: str, *, csrf: str = "") -> str:
+    """A 404 page (with the logout form when ``csrf`` is given)."""
+    return _env.get_template("not_found.html").render(what=what, logout_csrf=csrf)
 
 
-def render_forbidden() -> str:
-    """A 403 page for a form posted from elsewhere or with a stale token."""
-    return _env.get_template("forbidden.html").render()
+def render_forbidden(*, csrf: str = "") -> str:
+    """A 403 page for a form posted from elsewhere or with a stale token (with the
+    logout form when ``csrf`` is given)."""
+    return _env.get_template("forbidden.html").render(logout_csrf=csrf)
 
 
 def static_file(name: str) -> tuple[bytes, str]:
