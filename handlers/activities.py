@@ -13,6 +13,35 @@ from app.web.context import JSON, app_state, decode_cursor, parse_time
 from app.web.streaming import client_gone
 
 
+def _activity_filter(
+    device_id: int | None,
+    organization_id: int | None,
+    location_id: int | None,
+    activity_type: str | None,
+    status_code: str | None,
+    severity: str | None,
+    series_uid: str | None,
+    source_name: str | None,
+    q: str | None,
+    since: str | None,
+    until: str | None,
+) -> ActivityFilter:
+    """The filter that GET /activities and GET /activities/export share."""
+    return ActivityFilter(
+        device_id=device_id,
+        organization_id=organization_id,
+        location_id=location_id,
+        activity_type=activity_type,
+        status_code=status_code,
+        severity=severity,
+        series_uid=series_uid,
+        source_name=source_name,
+        text=q or None,
+        since=parse_time(since, "since"),
+        until=parse_time(until, "until"),
+    )
+
+
 def list_activities(
     device_id: int | None = None,
     organization_id: int | None = None,
@@ -29,18 +58,18 @@ def list_activities(
     cursor: str | None = None,
 ) -> tuple[dict[str, Any], int, dict[str, str]]:
     """A page of activities, newest first."""
-    flt = ActivityFilter(
-        device_id=device_id,
-        organization_id=organization_id,
-        location_id=location_id,
-        activity_type=activity_type,
-        status_code=status_code,
-        severity=severity,
-        series_uid=series_uid,
-        source_name=source_name,
-        text=q,
-        since=parse_time(since, "since"),
-        until=parse_time(until, "until"),
+    flt = _activity_filter(
+        device_id,
+        organization_id,
+        location_id,
+        activity_type,
+        status_code,
+        severity,
+        series_uid,
+        source_name,
+        q,
+        since,
+        until,
     )
     return (
         reads.activity_page(app_state(), flt, limit=limit, before_id=decode_cursor(cursor)),
@@ -106,18 +135,18 @@ def export_activities(
     until: str | None = None,
 ) -> Response:
     """Every matching activity, streamed as JSON Lines or CSV (oldest id first)."""
-    flt = ActivityFilter(
-        device_id=device_id,
-        organization_id=organization_id,
-        location_id=location_id,
-        activity_type=activity_type,
-        status_code=status_code,
-        severity=severity,
-        series_uid=series_uid,
-        source_name=source_name,
-        text=q or None,
-        since=parse_time(since, "since"),
-        until=parse_time(until, "until"),
+    flt = _activity_filter(
+        device_id,
+        organization_id,
+        location_id,
+        activity_type,
+        status_code,
+        severity,
+        series_uid,
+        source_name,
+        q,
+        since,
+        until,
     )
     chunks = export.stream(app_state().db, flt, format_, stop=client_gone(request.environ))
     return Response(chunks, status=200, mimetype=export.FORMATS[format_])
