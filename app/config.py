@@ -12,11 +12,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from app.tokens import token_label
 
 
 class ConfigError(ValueError):
@@ -126,6 +129,26 @@ def _parse_tokens(value: str) -> tuple[str, ...]:
     return tokens
 
 
+def _parse_operator_tokens(value: str) -> tuple[tuple[str, str], ...]:
+    """``label:token`` entries (or a bare token, labelled by a hash of it), comma-separated."""
+    entries = []
+    for entry in (e.strip() for e in value.split(",") if e.strip()):
+        label, sep, token = entry.partition(":")
+        if not sep:
+            label, token = "", entry
+        label, token = label.strip(), token.strip()
+        if sep and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}", label):
+            raise ValueError(
+                "an operator token's label (before ':') is letters, digits, '.', '_', '@', '-'"
+            )
+        if len(token) < 16:
+            raise ValueError("every token must be at least 16 characters long")
+        entries.append((label or token_label(token), token))
+    if len({label for label, _ in entries}) != len(entries):
+        raise ValueError("two operator tokens have the same label")
+    return tuple(entries)
+
+
 def _parse_str(value: str) -> str:
     return value.strip()
 
@@ -201,6 +224,20 @@ def _parse_body_timeout(value: str) -> float:
     return seconds
 
 
+def _parse_public_url(value: str) -> str:
+    url = value.strip().rstrip("/")
+    if url and not url.startswith(("http://", "https://")):
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    return url
+
+
+def _parse_mail_domain(value: str) -> str:
+    domain = value.strip().lower()
+    if domain and not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", domain):
+        raise ValueError(f"expected a domain such as ninjahook.example.com, got {value!r}")
+    return domain
+
+
 def _parse_worker_mode(value: str) -> str:
     mode = value.strip().lower()
     if mode not in {"auto", "on", "off"}:
@@ -269,6 +306,16 @@ class Config:
         "Comma-separated tokens for the read API, the dashboard and /metrics. "
         "Separate from the webhook tokens.",
         parse=_parse_tokens,
+        secret=True,
+    )
+    operator_tokens: tuple[tuple[str, str], ...] = setting(
+        (),
+        "NINJAHOOK_OPERATOR_TOKENS",
+        "Comma-separated `label:token` entries for operators: they read like a read token "
+        "and may also silence, acknowledge, reset a condition in NinjaOne and retry "
+        "deliveries; each action is recorded under the label. Separate from the webhook "
+        "and read tokens. Empty: no operator.",
+        parse=_parse_operator_tokens,
         secret=True,
     )
     max_body_bytes: int = setting(
@@ -456,6 +503,20 @@ class Config:
         "Deliveries a worker sends at once (a slow destination does not hold up the rest).",
         parse=_parse_positive_int,
     )
+    public_url: str = setting(
+        "",
+        "NINJAHOOK_PUBLIC_URL",
+        "This server's address as people reach it (https://ninjahook.example.com): "
+        "notifications link to the alert on its dashboard.",
+        parse=_parse_public_url,
+    )
+    mail_domain: str = setting(
+        "",
+        "NINJAHOOK_MAIL_DOMAIN",
+        "Domain of e-mail Message-IDs (default: NINJAHOOK_PUBLIC_URL's host, else the "
+        "domain of the destination's from address).",
+        parse=_parse_mail_domain,
+    )
     delivery_poll_interval: float = setting(
         1.0,
         "NINJAHOOK_DELIVERY_POLL_INTERVAL",
@@ -562,6 +623,13 @@ def check_token_roles(config: Config) -> None:
             f"{SETTINGS_BY_NAME['webhook_tokens'].env} and {SETTINGS_BY_NAME['api_tokens'].env} "
             "share a token: a webhook token must not also be a read token"
         )
+    operator = {token for _label, token in config.operator_tokens}
+    for other in ("webhook_tokens", "api_tokens"):
+        if operator & set(getattr(config, other)):
+            raise ConfigError(
+                f"{SETTINGS_BY_NAME['operator_tokens'].env} and {SETTINGS_BY_NAME[other].env} "
+                "share a token: operator tokens are a set of their own"
+            )
 
 
 def check_instance_folder(config: Config) -> None:

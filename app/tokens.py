@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,11 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from app.config import Config
+
+
+def token_label(token: str) -> str:
+    """The label of a token configured without one: a short hash, never the token."""
+    return "token-" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:8]
 
 
 def generate_token() -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 import click
 import sqlalchemy as sa
 
-from bench import costs, load, servers
+from bench import cache_maintenance, costs, load, routing, servers
 from bench.servers import ROOT, Server
 
 BENCHMARKS = ROOT / "BENCHMARKS.md"
@@ -183,6 +183,29 @@ def stored_activities(database_url: str, first_id: int, count: int) -> tuple[int
     return int(in_range), int(total)
 
 
+def one_alert_stored(database_url: str) -> tuple[int, int]:
+    """(activities of the one-alert load's alert, links to that alert) in the database."""
+    from app.storage.db import normalize_url
+    from app.storage.tables import activities, alert_activities
+
+    engine = sa.create_engine(normalize_url(database_url, Path(".")))
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(activities)
+                .where(activities.c.series_uid == load.ONE_ALERT_SERIES)
+            ).scalar_one()
+            linked = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(alert_activities)
+                .where(alert_activities.c.alert_key == load.ONE_ALERT_SERIES)
+            ).scalar_one()
+    finally:
+        engine.dispose()
+    return int(stored), int(linked)
+
+
 def worker_start_seconds(instance: Path, runs: int = 3) -> list[tuple[float, float, float]]:
     """(import wall, build wall, build CPU) seconds in a fresh interpreter.
 
@@ -261,10 +284,11 @@ def write_section(section: str, path: Path = BENCHMARKS) -> None:
 @click.option(
     "--servers",
     "chosen_servers",
-    default="a,b,c,c1,c0,d",
+    default="a,b,c,c1,c0,c2,d",
     show_default=True,
     help="Which servers to measure (c0: ninjahook without the ingest hooks; c1: ninjahook "
-    "on SQLite, 10,000 activities of one alert in random activityTime order).",
+    "on SQLite, 10,000 activities of one alert in random activityTime order; c2: ninjahook "
+    "on SQLite with 50 routes, groups and silences).",
 )
 @click.option(
     "--storm", "storm_count", default=50_000, show_default=True, help="Storm size; 0 skips it."
@@ -314,7 +338,7 @@ def main(
     if generator == "python":
         say("wrk not found: using the Python load generator (slower; it shares the CPU)")
     chosen = {name.strip() for name in chosen_servers.split(",") if name.strip()}
-    unknown = chosen - {"a", "b", "c", "c1", "c0", "d"}
+    unknown = chosen - {"a", "b", "c", "c1", "c0", "c2", "d"}
     if unknown:
         raise click.BadParameter(f"unknown server {sorted(unknown)[0]!r}", param_hint="--servers")
     template = load.activity_template()
@@ -399,7 +423,9 @@ def main(
             )
         if "c1" in chosen:
             # Measured like (c) NORMAL (same warm-up of distinct alerts), but the timed
-            # load is ONE_ALERT_COUNT activities of one alert in random activityTime order.
+            # load is exactly ONE_ALERT_COUNT activities of one alert in random
+            # activityTime order, however long they take; the database must then hold
+            # exactly that many, each linked to the alert.
             run_one(
                 lambda: receiver(
                     "c1",
@@ -411,6 +437,13 @@ def main(
                 timed=load.one_alert_template(template),
                 count=ONE_ALERT_COUNT,
             )
+            of_alert, linked = one_alert_stored(sqlite_url("c1", "NORMAL"))
+            say(f"(c1) stored {of_alert:,} activities of the alert, {linked:,} linked")
+            if of_alert != ONE_ALERT_COUNT or linked != ONE_ALERT_COUNT:
+                notes.append(
+                    f"(c1) **stored {of_alert:,} activities of the one alert and linked "
+                    f"{linked:,}, not {ONE_ALERT_COUNT:,}**"
+                )
         if "c0" in chosen:
             run_one(
                 lambda: receiver(
@@ -420,6 +453,18 @@ def main(
                     "SQLite NORMAL, without the extensions' ingest hooks (bench/core_app.py; "
                     "not what ships)",
                     app="bench.core_app:app",
+                )
+            )
+        if "c2" in chosen:
+            run_one(
+                lambda: routing.with_routes(
+                    receiver(
+                        "c2",
+                        "NORMAL",
+                        sqlite_url("c2", "NORMAL"),
+                        "SQLite NORMAL, 50 routes (wait, repeat, flapping, groups), 3 silences",
+                    ),
+                    work,
                 )
             )
         pg_url = None
@@ -527,6 +572,12 @@ def main(
         (m for m in measured if m.server.label == "c" and "NORMAL" in m.server.description), None
     )
     one_alert = next((m for m in measured if m.server.label == "c1"), None)
+    routed = next((m for m in measured if m.server.label == "c2"), None)
+    if distinct and routed:
+        lines.append(
+            f"| (c2) 50 routes, groups, silences / (c) no routes (target ≥ 0.9) "
+            f"| {routed.result.rps / distinct.result.rps:.2f} |"
+        )
     if distinct and one_alert:
         lines.append(
             f"| (c1) one alert, out of order / (c) distinct alerts (target ≥ 0.8) "
@@ -563,6 +614,18 @@ def main(
         + ".",
     ]
     lines += ["", *costs.markdown(stack_with_hooks, stack_without_hooks, per_hook)]
+    say("cache maintenance on and off")
+    lines += [
+        "",
+        cache_maintenance.section(
+            workers=workers,
+            seconds=seconds,
+            warmup=warmup,
+            connections=connections,
+            generator=generator,
+            say=say,
+        ),
+    ]
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]
     section = "\n".join(lines) + "\n"
@@ -584,6 +647,10 @@ def main(
                         # bench.query adds PostgreSQL when this names a server, as (d) does.
                         query_env["NINJAHOOK_TEST_DATABASE_URL"] = postgres_url
             subprocess.run(args, cwd=ROOT, check=True, env=query_env)
+            # The dashboard charts' figures (bench/charts.py), on the same number of rows.
+            subprocess.run(
+                [*args[:2], "bench.charts", *args[3:]], cwd=ROOT, check=True, env=query_env
+            )
         else:
             say("bench/query.py is not there yet: no query figures")
 

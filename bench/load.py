@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -140,8 +141,18 @@ def run_wrk(
     id_base: int = 1,
     count: int | None = None,
 ) -> LoadResult:
-    """Drive 127.0.0.1:``port`` with wrk for ``seconds`` (or until ``count`` requests
-    were answered, when given); parse its latency report."""
+    """Drive 127.0.0.1:``port`` with wrk for ``seconds``, or, with ``count``, until
+    exactly ``count`` requests were sent and answered; parse its latency report.
+
+    With a count, bench/post.lua sends no request beyond it, and each wrk thread prints
+    ``DONE_LINE`` when its share is answered. wrk itself would sleep out its ``-d``
+    and divide by that, so it is interrupted (SIGINT, as Ctrl-C) once every thread has
+    printed the line: it then reports the time up to that moment, and req/s over it.
+    ``COUNT_CAP_SECONDS`` only bounds a stuck run.
+    """
+    if count:
+        threads = max(1, min(threads, count))
+        connections = max(connections, threads)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         fh.write(template)
         body_file = fh.name
@@ -151,32 +162,62 @@ def run_wrk(
         "BENCH_PATH": INGEST_PATH,
         "BENCH_TOKEN": token,
         "BENCH_ID_BASE": str(id_base),
-        "BENCH_MAX_REQUESTS": str(-(-count // threads) if count else 0),
+        "BENCH_MAX_REQUESTS": str(count or 0),
+        "BENCH_THREADS": str(threads),
     }
+    command = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{COUNT_CAP_SECONDS if count else max(1, round(seconds))}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA_SCRIPT),
+        f"http://{HOST}:{port}",
+    ]
     try:
-        out = subprocess.run(
-            [
-                "wrk",
-                f"-t{threads}",
-                f"-c{connections}",
-                # With a count, the Lua script stops each thread at its share, and
-                # ``seconds`` still caps the run.
-                f"-d{max(1, round(seconds))}s",
-                "--latency",
-                "--timeout",
-                "10s",
-                "-s",
-                str(LUA_SCRIPT),
-                f"http://{HOST}:{port}",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        if not count:
+            out = subprocess.run(
+                command, env=env, capture_output=True, text=True, check=True
+            ).stdout
+        else:
+            out = _wrk_until_done(command, env, threads)
     finally:
         os.unlink(body_file)
-    return parse_wrk(out, seconds)
+    result = parse_wrk(out, seconds)
+    if count and result.requests != count:
+        raise RuntimeError(f"wrk answered {result.requests:,} requests, not {count:,}:\n{out}")
+    return result
+
+
+DONE_LINE = "bench: thread done"
+
+
+def _wrk_until_done(command: list[str], env: dict[str, str], threads: int) -> str:
+    """Run wrk until ``threads`` lines of ``DONE_LINE``, then interrupt it; its output."""
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    lines = []
+    done = 0
+    for line in proc.stdout:
+        lines.append(line)
+        if line.strip() == DONE_LINE:
+            done += 1
+            if done == threads:
+                proc.send_signal(signal.SIGINT)
+                break
+    rest, errors = proc.communicate()
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, command, "".join(lines), errors)
+    return "".join(lines) + rest
+
+
+# A run of ``count`` requests ends when they are answered; this only bounds a stuck one.
+COUNT_CAP_SECONDS = 600
 
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}

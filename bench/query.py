@@ -68,6 +68,20 @@ WORDS = ["disk", "cpu", "memory", "service", "backup", "patch", "reboot", "agent
          "threshold", "temperature"]  # fmt: skip
 SEVERITIES = ["MINOR", "MODERATE", "MAJOR", "CRITICAL", None]
 ORGS, LOCATIONS_PER_ORG, DEVICES = 200, 10, 20_000
+# The share of activities delivered without expansion (a notification channel, a
+# backfill): only deviceId, so organizationId and locationId filters find them through
+# the cached device.
+UNEXPANDED = 0.25
+
+
+def device_organization(device: int) -> int:
+    """The generated device's organization (in the activities and the entity cache)."""
+    return device % ORGS + 1
+
+
+def device_location(device: int) -> int:
+    """The generated device's location (in the activities and the entity cache)."""
+    return device_organization(device) * LOCATIONS_PER_ORG + device % LOCATIONS_PER_ORG
 
 
 def _rows(count: int, seed: int = 7) -> Any:
@@ -78,8 +92,9 @@ def _rows(count: int, seed: int = 7) -> Any:
     for n in range(1, count + 1):
         kind = rng.choices(names, weights)[0]
         device = rng.randrange(1, DEVICES + 1)
-        org = device % ORGS + 1
-        location = org * LOCATIONS_PER_ORG + device % LOCATIONS_PER_ORG
+        expanded = rng.random() >= UNEXPANDED
+        org = device_organization(device) if expanded else None
+        location = device_location(device) if expanded else None
         when = T_END - SPAN + SPAN * n / count
         message = " ".join(rng.choices(WORDS, k=6)) + f" on SRV-{device:05d}"
         payload = {
@@ -143,7 +158,8 @@ def generate(db: Database, count: int, progress: Callable[[int], None] | None = 
         conn.execute(
             sa.insert(devices),
             [
-                {"id": d, "organization_id": d % ORGS + 1, "display_name": f"SRV-{d:05d}",
+                {"id": d, "organization_id": device_organization(d),
+                 "location_id": device_location(d), "display_name": f"SRV-{d:05d}",
                  "observed_at": 0, "updated_at": 0}
                 for d in range(1, DEVICES + 1)
             ],
@@ -340,6 +356,12 @@ def markdown(results: list[dict[str, Any]]) -> str:
             if r.get("export")
         )
         + ".",
+        "",
+        f"{UNEXPANDED:.0%} of the activities are generated as an unexpanded delivery "
+        "carries them (only deviceId): `organizationId` and `locationId` find those through "
+        "the cached devices, as a second branch of the page (the organization's devices "
+        "from the devices index, then their activities from the (device_id, id) index), "
+        "merged with the activities that carry the id themselves.",
         "",
         "Equality filters read an index on (column, id) backwards and time ranges the "
         "(activity_time, id) index; a page picks its 50 ids from the index first and joins "

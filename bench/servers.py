@@ -173,12 +173,16 @@ def bare_flask(workers: int, log: Path) -> Server:
 # The generated spec keeps our x-bearerInfoFunc/x-apikeyInfoFunc; the stub has none of
 # our code, so they point at the token functions openapi-generator writes (which accept
 # any token: the stub checks that one is present, nothing more).
-_STUB_SECURITY = {
-    "app.web.auth.webhook_bearer": "info_from_webhookBearer",
-    "app.web.auth.webhook_query_token": "info_from_webhookQueryToken",
-    "app.web.auth.api_bearer": "info_from_apiBearer",
-    "app.web.auth.api_cookie": "info_from_apiCookie",
-}
+def _stub_security(spec: str) -> dict[str, str]:
+    """Our security functions (``x-bearerInfoFunc: app.web.auth.…``) by the generated
+    stub's function for the same scheme (``info_from_<scheme name>``)."""
+    found = re.finditer(
+        r"^    (\w+):\n(?:      .*\n)*?      x-(?:bearer|apikey|basic)InfoFunc: (\S+)$",
+        spec,
+        re.M,
+    )
+    return {match.group(2): f"info_from_{match.group(1)}" for match in found}
+
 
 _STUB_WSGI = """\
 import connexion
@@ -214,6 +218,14 @@ def _stub_venv(requirements: Path, cache: Path, say: Callable[[str], None]) -> P
     return venv
 
 
+def _without_null_enum_values(spec: str) -> str:
+    """webhook.yaml with ``null`` left out of inline enums (``nullable: true`` beside them
+    already allows it): openapi-generator's python-flask models fail on a null enum value
+    (NullPointerException on ``isString``). Only response schemas have one, so the stub's
+    ingest operation is the same."""
+    return re.sub(r"(enum: \[[^\]\n]*?), null\]", r"\1]", spec)
+
+
 def generated_stub(
     workers: int, workdir: Path, cache: Path, log: Path, say: Callable[[str], None]
 ) -> Server:
@@ -227,12 +239,14 @@ def generated_stub(
         raise RuntimeError("openapi-generator-cli is missing: run `make venv` (dev extra)")
     out = workdir / "stub"
     say("generating the python-flask stub from webhook.yaml with openapi-generator …")
+    source = workdir / "webhook-for-stub.yaml"
+    source.write_text(_without_null_enum_values((ROOT / "webhook.yaml").read_text()))
     subprocess.run(
         [
             str(generator),
             "generate",
             "-i",
-            str(ROOT / "webhook.yaml"),
+            str(source),
             "-g",
             "python-flask",
             "-o",
@@ -244,7 +258,7 @@ def generated_stub(
     )
     spec = out / "openapi_server" / "openapi" / "openapi.yaml"
     text = spec.read_text()
-    for ours, theirs in _STUB_SECURITY.items():
+    for ours, theirs in _stub_security(text).items():
         text = text.replace(ours, f"openapi_server.controllers.security_controller.{theirs}")
     spec.write_text(text)
     (out / "stub_wsgi.py").write_text(_STUB_WSGI)

@@ -7,6 +7,7 @@ from typing import Any
 from connexion import problem
 
 from app.alerts import service as alerts
+from app.silences import operator
 from app.storage.alerts import AlertFilter
 from app.web.context import JSON, app_state, decode_cursor
 
@@ -29,7 +30,7 @@ def list_alerts(
 
 def get_alert(key: str) -> Any:
     """One alert with its activity history."""
-    detail = alerts.alert_detail(app_state(), key)
+    detail = operator.alert_with_actions(app_state(), key)
     if detail is None:
         return problem(404, "Not Found", f"no alert with key {key!r}")
     return detail, 200, JSON

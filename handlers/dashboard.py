@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from connexion import context
 from flask import Response, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
+from app.silences import operator
+from app.silences.service import SilenceError, expire_silence
 from app.web import dashboard
-from app.web.auth import SESSION_COOKIE, token_matches
+from app.web.auth import SESSION_COOKIE, operator_label, token_matches
 from app.web.context import app_state
 from app.web.sessions import LOGIN_COOKIE, end_session, new_random, session_valid, start_session
 
@@ -87,12 +90,15 @@ def login(body: dict[str, Any]) -> BaseResponse:
         return _html(dashboard.render_forbidden(), 403)
     token = str(body.get("token") or "")
     state = app_state()
-    if not token or not token_matches(token, state.config.api_tokens):
+    # An operator token logs in too: its session may act, under the token's label.
+    label = operator_label(token, state.config.operator_tokens) if token else None
+    if not token or not (label or token_matches(token, state.config.api_tokens)):
         return _login_form("That is not a read token.", 401)
     # A session the browser already had is replaced, never reused (no session fixation).
     end_session(state, request.cookies.get(SESSION_COOKIE, ""))
     response = redirect("/", code=303)
-    _set_cookie(response, SESSION_COOKIE, start_session(state))
+    session = start_session(state, role="operator", actor=label) if label else start_session(state)
+    _set_cookie(response, SESSION_COOKIE, session)
     response.delete_cookie(LOGIN_COOKIE, path="/", httponly=True, samesite="Strict")
     return response
 
@@ -141,10 +147,52 @@ def alert_page(key: str) -> BaseResponse:
     if not _logged_in():
         return redirect("/", code=303)
     csrf = _logout_token()
-    page = dashboard.render_alert(app_state(), key, csrf=csrf)
+    page = dashboard.render_alert(
+        app_state(), key, csrf=csrf, operator_session=_operator() is not None
+    )
     if page is None:
         return _html(dashboard.render_not_found(f"No alert with key {key!r}.", csrf=csrf), 404)
     return _html(page)
+
+
+def _operator() -> str | None:
+    """The operator label of this request's session (None for a read session)."""
+    info = context.context.get("token_info") or {}
+    return str(info["sub"]) if info.get("scope") == "operator" else None
+
+
+def alert_action(key: str, body: dict[str, Any]) -> BaseResponse:
+    """An operator action from the alert's page (webhook.yaml requires an operator's
+    session); back to the page, or the page with what went wrong."""
+    csrf = _logout_token()
+    if not _form_allowed(request.cookies.get(SESSION_COOKIE, ""), str(body["csrf"])):
+        return _html(dashboard.render_forbidden(csrf=csrf), 403)
+    state, actor, action = app_state(), _operator() or "dashboard", body["action"]
+    done: object
+    try:
+        if action == "silence":
+            done = operator.silence_alert(
+                state, key, actor, str(body.get("duration") or ""), str(body.get("comment") or "")
+            )
+        elif action == "expire":
+            detail = operator.alert_with_actions(state, key)
+            done = detail and expire_silence(
+                state, int(body.get("silence") or 0), actor, action_alert_key=detail["key"]
+            )
+        elif action == "acknowledge":
+            done = operator.acknowledge_alert(state, key, actor)
+        else:
+            done = operator.reset_alert(state, key, actor)
+    except (SilenceError, operator.OperatorActionFailed) as exc:
+        page = dashboard.render_alert(
+            state, key, csrf=csrf, operator_session=True, notice=f"Not done: {exc}"
+        )
+        if page is not None:
+            return _html(page, 409)
+        done = None
+    if done is None:
+        return _html(dashboard.render_not_found(f"No alert with key {key!r}.", csrf=csrf), 404)
+    return redirect(f"/ui/alerts/{quote(key, safe='~')}", code=303)
 
 
 def dead_letters_page(before: int | None = None, retried: int | None = None) -> BaseResponse:
@@ -153,7 +201,13 @@ def dead_letters_page(before: int | None = None, retried: int | None = None) -> 
         return redirect("/", code=303)
     session = request.cookies.get(SESSION_COOKIE, "")
     return _html(
-        dashboard.render_dead_letters(app_state(), session=session, before=before, retried=retried)
+        dashboard.render_dead_letters(
+            app_state(),
+            session=session,
+            before=before,
+            retried=retried,
+            operator_session=_operator() is not None,
+        )
     )
 
 
@@ -161,7 +215,13 @@ def retry_dead_letter(body: dict[str, Any]) -> BaseResponse:
     """Queue one dead letter again (the session cookie is required by webhook.yaml)."""
     if not _form_allowed(request.cookies.get(SESSION_COOKIE, ""), str(body["csrf"])):
         return _html(dashboard.render_forbidden(csrf=_logout_token()), 403)
-    if not dashboard.retry_dead_letter(app_state(), str(body["delivery"])):
+    state, actor, uid = app_state(), _operator(), str(body["delivery"])
+    if actor is None:
+        # Read tokens see; retrying is an operator's action (issue 14), logged by label.
+        reason = "Retrying a dead letter takes a session opened with an operator token."
+        return _html(dashboard.render_forbidden(csrf=_logout_token(), reason=reason), 403)
+    retried = operator.retry_delivery(state, uid, actor)
+    if not retried:
         what = f"No dead letter with id {body['delivery']!r}; it may have been retried already."
         return _html(dashboard.render_not_found(what, csrf=_logout_token()), 404)
     return redirect("/ui/dead-letters?retried=1", code=303)

@@ -52,10 +52,14 @@ def form_csrf(client: Any, path: str = "/") -> str:
     return match.group(1)
 
 
-def logged_in(client: Any) -> Any:
+# Operators may act (retry a dead letter); read tokens only see (issue 14, item 6).
+OPERATOR_TOKEN = "op_dashboard_token_0123456789abcdef"
+
+
+def logged_in(client: Any, token: str = API_TOKEN) -> Any:
     """Log in through the login form, as a browser does."""
     r = client.post(
-        "/login", data={"token": API_TOKEN, "csrf": form_csrf(client)}, follow_redirects=False
+        "/login", data={"token": token, "csrf": form_csrf(client)}, follow_redirects=False
     )
     assert r.status_code == 303
     assert r.headers["location"] == "/"
@@ -242,7 +246,10 @@ def routed_to_a_down_destination(
     """An app routing every activity to a destination on ``down`` (which refuses
     connections), and its port number."""
     routes = one_route_file(tmp_path, f"http://127.0.0.1:{down.number}/hook")
-    return make_app(routes_file=str(routes), **FAST_DELIVERY), down.number
+    app = make_app(
+        routes_file=str(routes), operator_tokens=f"ops:{OPERATOR_TOKEN}", **FAST_DELIVERY
+    )
+    return app, down.number
 
 
 def delivery_ids(state: Any, activity_id: int) -> list[str]:
@@ -290,7 +297,18 @@ def test_retry_needs_the_session_the_form_token_and_this_origin(
         r = client.post("/ui/dead-letters/retry", data=form, follow_redirects=False)
         assert r.status_code == 401
         assert client.get("/ui/dead-letters", follow_redirects=False).status_code == 303
+        # A read session sees the dead letter but has no button, and a posted form is
+        # refused: retrying is an operator's action.
         logged_in(client)
+        form["csrf"] = form_token(client.cookies["ninjahook_session"])
+        page = client.get("/ui/dead-letters").text
+        assert 'id="dead-total">1<' in page and f'data-id="{dead}"' in page
+        assert 'name="delivery"' not in page and "operator token" in page
+        refused = client.post("/ui/dead-letters/retry", data=form, follow_redirects=False)
+        assert refused.status_code == 403 and "operator token" in refused.text
+        assert dead_ids(state) == [dead]
+        client.cookies.clear()  # a fresh browser
+        logged_in(client, OPERATOR_TOKEN)
         form["csrf"] = form_token(client.cookies["ninjahook_session"])
         page = client.get("/ui/dead-letters").text
         assert 'id="dead-total">1<' in page
@@ -387,7 +405,7 @@ def test_a_dead_letter_is_shown_and_retried_in_headless_chromium(
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(server.url + "/")
-            page.fill("#token", API_TOKEN)
+            page.fill("#token", OPERATOR_TOKEN)
             page.click("button[type=submit]")
             expect(page.locator("#dead-count")).to_have_text("1")
 

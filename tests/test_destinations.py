@@ -60,11 +60,11 @@ def receiver() -> Iterator[DestinationServer]:
 
 def test_default_wording_names_the_condition_device_and_severity() -> None:
     notify = message()
-    assert notify.title == "MAJOR: Disk Free Space < 10% on SRV-042"
+    assert notify.title == "[MAJOR] Disk Free Space < 10% on SRV-042"
     assert notify.text == "C: has 8% free space (threshold 10%)"
     assert ("Organization", "Org 7") in notify.facts
     resolved = message("resolved", refers_to="orig-1")
-    assert resolved.title.startswith("Resolved: Disk Free Space")
+    assert resolved.title == "[RESOLVED] Disk Free Space < 10% on SRV-042"
     assert "orig-1" in resolved.text
 
 
@@ -134,7 +134,7 @@ def test_teams_message_is_an_adaptive_card_attachment(receiver: DestinationServe
     assert card["version"] in {"1.0", "1.1", "1.2", "1.3", "1.4", "1.5"}
     kinds = [element["type"] for element in card["body"]]
     assert kinds == ["TextBlock", "TextBlock", "FactSet"]
-    assert card["body"][0]["text"].startswith("MAJOR: Disk Free Space")
+    assert card["body"][0]["text"].startswith("\\[MAJOR\\] Disk Free Space")
     assert all(set(f) == {"title", "value"} for f in card["body"][2]["facts"])
 
 
@@ -174,7 +174,7 @@ def test_apprise_url_reaches_its_service(receiver: DestinationServer) -> None:
     outcome = send(config.destinations["pager"], message(), Envelope("id-6"), route="r", timeout=5)
     assert outcome.ok, outcome.error
     (payload,) = receiver.payloads()
-    assert payload["title"].startswith("MAJOR: Disk Free Space")
+    assert payload["title"].startswith("[MAJOR] Disk Free Space")
     assert payload["message"] == "C: has 8% free space (threshold 10%)"
 
 
@@ -213,7 +213,8 @@ def test_email_threads_the_resolved_follow_up_under_the_notification() -> None:
     finally:
         controller.stop()
     first, second = (message_from_bytes(m) for m in mailbox.messages)
-    assert first["Message-ID"] == "<first-id@ninjahook>"
-    assert first["Subject"] == "MAJOR: Disk Free Space < 10% on SRV-042"
-    assert second["In-Reply-To"] == "<first-id@ninjahook>" == second["References"]
-    assert second["Subject"].startswith("Resolved:")
+    # Without NINJAHOOK_MAIL_DOMAIN the Message-IDs take the from address's domain.
+    assert first["Message-ID"] == "<first-id@example.com>"
+    assert first["Subject"] == "[MAJOR] Disk Free Space < 10% on SRV-042"
+    assert second["In-Reply-To"] == "<first-id@example.com>" == second["References"]
+    assert second["Subject"] == "[RESOLVED] Disk Free Space < 10% on SRV-042"

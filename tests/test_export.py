@@ -109,7 +109,8 @@ def test_cli_jsonl_is_the_original_payloads_one_a_line(
     ("args", "expected"),
     [
         (["--device", "101"], [1, 4, 7, 10, 100]),
-        (["--organization", "1"], [2, 4, 6, 8, 10, 12]),
+        # 100 carries only deviceId 101, which the cache places in organization 1.
+        (["--organization", "1"], [2, 4, 6, 8, 10, 12, 100]),
         (["--type", "SYSTEM"], [100]),
         (["--status", "RESET", "--device", "100"], [6, 12]),
         # T0 is 2025-11-28T03:20:00Z; activity i is at T0 + i minutes; until is exclusive.

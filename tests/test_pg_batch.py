@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ from app.ingest.group_commit import GroupCommitter, _Waiting
 from app.ingest.pipeline import Stage, StoredActivity
 from app.state import AppState
 from app.storage import activities as store
+from app.storage.alerts import all_alerts
 from app.storage.prepared import Prepared, pipelined, pipelining_supported
 from app.storage.tables import activities, alert_activities, spec_drift
 from tests.support import body, condition_activity
@@ -224,7 +226,7 @@ def driver_calls(state: AppState) -> Iterator[list[tuple[str, bool]]]:
         psycopg.Cursor.fetchall = fetchall  # type: ignore[method-assign]
 
 
-def test_a_batch_waits_once_per_alert_lock_not_once_per_statement(
+def test_a_batch_waits_once_for_all_its_alert_locks(
     state: AppState,
     committer: GroupCommitter,
     loop: asyncio.AbstractEventLoop,
@@ -239,16 +241,21 @@ def test_a_batch_waits_once_per_alert_lock_not_once_per_statement(
 
     assert all(outcome(w) == (100 + i, False) for i, w in enumerate(batch))
     statements = [(what, on) for what, on in driver_calls if what != "fetch"]
-    # Per delivery: the activity INSERT, the alert's lock (INSERT … ON CONFLICT DO
-    # UPDATE … RETURNING), link (INSERT) and write (UPDATE); all sent in pipeline mode.
-    assert len(statements) == 4 * n
+    # The batch's alerts locked by one statement (INSERT … SELECT unnest … ON CONFLICT
+    # DO UPDATE … RETURNING), then per delivery: the activity INSERT, link (INSERT) and
+    # write (UPDATE); all sent in pipeline mode.
+    assert len(statements) == 1 + 3 * n
+    assert statements[0][0] == "INSERT"
     assert all(on for _, on in statements)
-    # Waited for inside the pipeline: the alert lock's row, once per delivery. The rest
-    # of the batch is answered by the pipeline's end and the COMMIT: n + 2 waits for
-    # the server instead of 4n + 2 (plus a ping at checkout, which the kept connection
-    # no longer needs).
+    # Waited for inside the pipeline: the locked alerts' rows, once for the batch. The
+    # rest is answered by the pipeline's end and the COMMIT: 3 waits for the server
+    # instead of 4n + 2 (plus a ping at checkout, which the kept connection no longer
+    # needs).
     waits_in_pipeline = [what for what, on in driver_calls if what == "fetch" and on]
-    assert len(waits_in_pipeline) == n
+    assert len(waits_in_pipeline) == 1
+    with state.db.engine.connect() as conn:
+        stored = {row.key: row for row in all_alerts(conn)}
+    assert all(stored[str(uuid.UUID(int=100 + i))].state == "open" for i in range(n))
 
 
 def test_the_writer_keeps_its_connection_between_close_batches_only(

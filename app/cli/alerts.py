@@ -1,4 +1,4 @@
-"""CLI commands for alerts and retention: ``alerts rebuild`` and ``prune``."""
+"""CLI commands for alerts and retention: ``alerts rebuild``, ``alerts reset`` and ``prune``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from typing import Any
 
 import click
 
-from app.cli.context import AppContext, database_errors, pass_ctx
+from app.cli.context import AppContext, database_errors, fail, pass_ctx
+from app.cli.output import Progress
+from app.cli.silences import author_option
 
 
 def register(group: click.Group) -> None:
@@ -34,17 +36,45 @@ def rebuild(app_ctx: AppContext) -> None:
     with database_errors(app_ctx.database_url(), "update"):
         db = app_ctx.database()
         try:
-            with db.begin() as conn:
+            with db.begin() as conn, Progress() as report:
                 total = count_condition_activities(conn)
-                click.echo(f"rebuilding alerts from {total} CONDITION activities…", err=True)
 
                 def progress(read: int) -> None:
-                    click.echo(f"  read {read}/{total}", err=True)
+                    report("CONDITION activities read", read, total)
 
                 written, linked = alerts.rebuild(conn, progress)
         finally:
             db.dispose()
     click.echo(f"rebuilt {written} alerts from {linked} activities")
+
+
+@alerts_group.command("reset")
+@click.argument("key")
+@click.option("--comment", default=None, help="Why (recorded with the action).")
+@author_option
+@pass_ctx
+def reset(app_ctx: AppContext, key: str, comment: str | None, author: str) -> None:
+    """Reset an alert's condition in NinjaOne (DELETE /v2/alert/{seriesUid}).
+
+    KEY is the alert's key or its ref. NinjaOne then sends the RESET activity that
+    closes the alert here. Needs NINJAONE_CLIENT_ID and NINJAONE_CLIENT_SECRET.
+    """
+    from app.silences.operator import OperatorActionFailed, reset_alert
+
+    state = app_ctx.state()
+    try:
+        with database_errors(app_ctx.database_url(), "update"):
+            try:
+                done = reset_alert(state, key, author, comment)
+            except OperatorActionFailed as exc:
+                fail(f"alert not reset: {exc.detail}")
+                return
+    finally:
+        state.db.dispose()
+    if done is None:
+        fail(f"no alert with key {key!r}")
+        return
+    click.echo(f"reset requested in NinjaOne: {done['detail']}")
 
 
 @click.command("prune")
@@ -75,13 +105,15 @@ def prune(app_ctx: AppContext, days: int | None, batch_size: int) -> None:
         click.echo("retention is off (NINJAHOOK_RETENTION_DAYS=0): nothing pruned")
         return
 
-    def progress(result: Any) -> None:
-        click.echo(
-            f"  deleted {result.activities} activities, {result.rejected} rejected deliveries",
-            err=True,
-        )
+    with (
+        database_errors(app_ctx.database_url(), "update"),
+        Progress() as report,
+    ):
 
-    with database_errors(app_ctx.database_url(), "update"):
+        def progress(result: Any) -> None:
+            report("activities deleted", result.activities)
+            report("rejected deliveries deleted", result.rejected)
+
         db = app_ctx.database()
         try:
             result = retention.prune_database(

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from app.cli.context import AppContext, fail, pass_ctx, redact
+from app.cli.output import Output, Progress, listing_options, print_json
 
 # The default of --pages-per-step (app.storage.backup.PAGES_PER_STEP, kept in step).
 PAGES_PER_STEP = 256
@@ -57,47 +58,48 @@ def _sqlite_file_or_explain(app_ctx: AppContext, path: Path, *, restore: bool) -
     type=click.IntRange(1),
     help="Database pages copied per step of SQLite's online backup.",
 )
+@listing_options(jsonl=False)
 @pass_ctx
-def backup_cmd(app_ctx: AppContext, path: Path, force: bool, pages_per_step: int) -> None:
+def backup_cmd(
+    app_ctx: AppContext, path: Path, force: bool, pages_per_step: int, output: Output
+) -> None:
     """Copy the SQLite database to PATH, consistently, while the server runs.
 
     The copy is the database as it was when the backup started, checked with
-    PRAGMA integrity_check; its rows per table are listed. For PostgreSQL this
-    prints the pg_dump command instead (exit status 2).
+    PRAGMA integrity_check; its rows per table are listed (--json: one object with
+    the path, size, seconds and rows per table). For PostgreSQL this prints the
+    pg_dump command instead (exit status 2).
     """
     from app.storage.backup import BackupError, Copy, backup
 
     database = _sqlite_file_or_explain(app_ctx, path, restore=False)
     copy: Copy | None = None
     try:
-        if sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+        with Progress(unit="pages") as report:
 
-            with Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                "pages",
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            ) as bar:
-                task = bar.add_task(f"backing up to {path}", total=None)
+            def advance(done: int, total: int) -> None:
+                report(f"backing up to {path}", done, total)
 
-                def advance(done: int, total: int) -> None:
-                    bar.update(task, completed=done, total=total)
-
-                copy = backup(
-                    database, path, force=force, pages_per_step=pages_per_step, progress=advance
-                )
-        else:
-            copy = backup(database, path, force=force, pages_per_step=pages_per_step)
+            copy = backup(
+                database, path, force=force, pages_per_step=pages_per_step, progress=advance
+            )
     except BackupError as exc:
         fail(f"backup: {exc}")
     except OSError as exc:
         fail(f"backup: cannot write {path}: {exc.strerror or exc}")
     assert copy is not None
+    if output == "json":
+        print_json(
+            {
+                "database": str(database),
+                "path": str(copy.path),
+                "bytes": copy.size,
+                "integrity": "ok",
+                "seconds": round(copy.seconds, 3),
+                "rows": copy.rows,
+            }
+        )
+        return
     _print_rows(copy.rows)
     click.echo(
         f"backed up {database} to {copy.path}: {copy.size} bytes, integrity ok, "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,9 +116,14 @@ def redact(url: str) -> str:
 
 def describe_database_error(url: str, exc: BaseException) -> str:
     """One line naming the database (password hidden) and the cause of ``exc``."""
+    return f"{redact(url)}: {_cause(exc)}"
+
+
+def _cause(exc: BaseException) -> str:
+    """The class and first line of the driver's error behind ``exc`` (or of ``exc``)."""
     cause = getattr(exc, "orig", None) or exc
     first = (str(cause).strip().splitlines() or [""])[0][:200]
-    return f"{redact(url)}: {cause.__class__.__name__}{': ' + first if first else ''}"
+    return f"{cause.__class__.__name__}{': ' + first if first else ''}"
 
 
 @contextmanager
@@ -136,3 +143,57 @@ def database_errors(url: str, action: str) -> Iterator[None]:
         yield
     except (sa.exc.SQLAlchemyError, CommandError, OSError) as exc:
         fail(f"cannot {action} {describe_database_error(url, exc)}")
+
+
+# The exit statuses every command keeps to (``ninjahook --help`` and README list them).
+EXIT_OK = 0
+EXIT_FAILURE = 1  # click.ClickException, and fail()
+EXIT_USAGE = 2  # click.UsageError: an unknown option, a bad value
+
+
+class CommandGroup(click.Group):
+    """The top-level group: whatever a command lets escape from the database or from
+    NinjaOne still ends in one line and exit status 1, and a reader that goes away
+    (``| head``) ends the command quietly. A programming error keeps its traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            silence_stdout()
+            raise SystemExit(EXIT_OK) from None
+        except Exception as exc:
+            message = _external_failure(ctx, exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+
+
+def _external_failure(ctx: click.Context, exc: Exception) -> str | None:
+    """One line for a failure of the database or of NinjaOne, None for anything else."""
+    import sqlalchemy as sa
+    from alembic.util import CommandError
+
+    from app.ninjaone.client import NinjaOneError
+
+    if isinstance(exc, NinjaOneError):
+        return str(exc)
+    if isinstance(exc, (sa.exc.SQLAlchemyError, CommandError)):
+        app_ctx = ctx.find_object(AppContext)
+        try:
+            url = app_ctx.database_url() if app_ctx is not None else None
+        except click.ClickException:
+            url = None
+        if url is None:
+            return f"database: {_cause(exc)}"
+        return f"database {describe_database_error(url, exc)}"
+    return None
+
+
+def silence_stdout() -> None:
+    # Python flushes stdout at exit; with the reader gone that flush raises again.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (an in-process test runner)
+        pass

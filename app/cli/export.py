@@ -11,7 +11,8 @@ from typing import IO, Any
 
 import click
 
-from app.cli.context import AppContext, database_errors, fail, pass_ctx
+from app.cli.context import AppContext, database_errors, fail, pass_ctx, silence_stdout
+from app.cli.output import Progress
 from app.timeparse import parse_instant
 
 
@@ -106,15 +107,18 @@ def export(
     with database_errors(app_ctx.database_url(), "read"):
         db = app_ctx.database()
         try:
-            with _Destination(output) as sink, _Progress() as advance:
+            with (
+                _Destination(output) as sink,
+                Progress(unit="activities") as report,
+            ):
                 for chunk, count in export_chunks(db, flt, fmt):
                     _write(sink, chunk, output)
                     rows += count
                     size += len(chunk)
-                    advance(rows)
+                    report("exporting", rows)
         except BrokenPipeError:
             # The reader went away (`| head`): stop quietly, as other tools do.
-            _silence_stdout()
+            silence_stdout()
             return
         finally:
             db.dispose()
@@ -181,42 +185,3 @@ class _Destination:
         finally:
             if self.temp is not None:
                 self.temp.unlink(missing_ok=True)
-
-
-class _Progress:
-    """Rows so far, on stderr, when stderr is a terminal; nothing otherwise."""
-
-    def __init__(self) -> None:
-        self.progress: Any = None
-
-    def __enter__(self) -> Any:
-        if not sys.stderr.isatty():
-            return lambda _rows: None
-        from rich.console import Console
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("exporting"),
-            TextColumn("{task.completed:,} activities"),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=True,
-        )
-        self.progress.start()
-        task = self.progress.add_task("export", total=None)
-
-        def advance(rows: int) -> None:
-            self.progress.update(task, completed=rows)
-
-        return advance
-
-    def __exit__(self, *_exc: Any) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-
-def _silence_stdout() -> None:
-    # Python flushes stdout at exit; with the reader gone that flush raises again.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from app.cli.context import (
     fail,
     pass_ctx,
 )
+from app.cli.output import Column, Output, Progress, listing_options, print_json, print_listing
 from app.timeparse import parse_instant
 
 T = TypeVar("T")
@@ -60,7 +62,7 @@ def parse_since(text: str) -> float:
         raise click.BadParameter(str(exc), param_hint="--since") from None
 
 
-@click.command()
+@click.command(epilog=NINJAONE_HELP)
 @click.option(
     "--url",
     required=True,
@@ -164,7 +166,7 @@ def configure(
         )
 
 
-@click.command()
+@click.command(epilog=NINJAONE_HELP)
 @pass_ctx
 def disable(app_ctx: AppContext) -> None:
     """Stop NinjaOne's webhook deliveries (DELETE /v2/webhook)."""
@@ -180,21 +182,7 @@ def disable(app_ctx: AppContext) -> None:
     click.echo("NinjaOne's webhook is disabled; no more deliveries will arrive.")
 
 
-def _progress() -> Any:
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    # On stderr, so stdout carries only the result.
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TextColumn("{task.completed}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-    )
-
-
-@click.command()
+@click.command(epilog=NINJAONE_HELP)
 @click.option(
     "--page-size",
     default=200,
@@ -202,40 +190,51 @@ def _progress() -> Any:
     type=click.IntRange(1, 1000),
     help="Items per API request.",
 )
+@listing_options()
 @pass_ctx
-def sync(app_ctx: AppContext, page_size: int) -> None:
+def sync(app_ctx: AppContext, page_size: int, output: Output) -> None:
     """Load every organization, location and device from NinjaOne into the cache.
 
     Deliveries keep the cache fresh afterwards; run this once after setup and whenever
-    names look stale.
+    names look stale. Prints added, updated and unchanged per kind (--json: an object
+    per kind; --jsonl: one line per kind, with its name).
     """
-    from rich.console import Console
-    from rich.table import Table
-
     from app.ninjaone.sync import sync_entities
 
     state = app_ctx.state()
     try:
-        with _client(app_ctx) as client, _progress() as progress:
-            tasks: dict[str, Any] = {}
-
-            def report(kind: str, done: int) -> None:
-                if kind not in tasks:
-                    tasks[kind] = progress.add_task(kind, total=None)
-                progress.update(tasks[kind], completed=done)
-
+        with _client(app_ctx) as client, Progress() as progress:
             result = _database_guard(
-                app_ctx, lambda: sync_entities(state, client, page_size=page_size, progress=report)
+                app_ctx,
+                lambda: sync_entities(state, client, page_size=page_size, progress=progress),
             )
     finally:
         state.db.dispose()
-    table = Table("", "added", "updated", "unchanged")
-    for kind, counts in result.counts.items():
-        table.add_row(kind, str(counts.added), str(counts.updated), str(counts.unchanged))
-    Console().print(table)
+    rows = [
+        {
+            "kind": kind,
+            "added": counts.added,
+            "updated": counts.updated,
+            "unchanged": counts.unchanged,
+            "deleted": len(result.deleted.get(kind, ())),
+        }
+        for kind, counts in result.counts.items()
+    ]
+    print_listing(
+        rows,
+        [
+            Column("", "kind", whole=True),
+            Column("added", "added", whole=True),
+            Column("updated", "updated", whole=True),
+            Column("unchanged", "unchanged", whole=True),
+        ],
+        output,
+        empty="nothing to sync",
+        document={row["kind"]: {k: v for k, v in row.items() if k != "kind"} for row in rows},
+    )
 
 
-@click.command()
+@click.command(epilog=NINJAONE_HELP)
 @click.option(
     "--since",
     metavar="TIME",
@@ -249,43 +248,42 @@ def sync(app_ctx: AppContext, page_size: int) -> None:
     type=click.IntRange(10, 1000),
     help="Activities per API request.",
 )
+@listing_options(jsonl=False)
 @pass_ctx
-def backfill(app_ctx: AppContext, since: str | None, page_size: int) -> None:
+def backfill(app_ctx: AppContext, since: str | None, page_size: int, output: Output) -> None:
     """Store the activities NinjaOne has that were never delivered (GET /v2/activities).
 
     Starts after the newest activity id up to which NinjaOne's log is known complete
     (recorded by `configure` and by each backfill), else after the newest stored id.
-    Idempotent: an activity already stored is counted, not stored again.
+    Idempotent: an activity already stored is counted, not stored again. --json prints
+    the counts as one object.
     """
     from app.ninjaone.sync import backfill as run_backfill
 
     since_ts = parse_since(since) if since else None
     state = app_ctx.state()
     try:
-        with _client(app_ctx) as client, _progress() as progress:
-            tasks: dict[str, Any] = {}
-
-            def report(stage: str, done: int) -> None:
-                if stage not in tasks:
-                    tasks[stage] = progress.add_task(stage, total=None)
-                progress.update(tasks[stage], completed=done)
-
+        with _client(app_ctx) as client, Progress() as progress:
             result = _database_guard(
                 app_ctx,
                 lambda: run_backfill(
-                    state, client, since=since_ts, page_size=page_size, progress=report
+                    state, client, since=since_ts, page_size=page_size, progress=progress
                 ),
             )
     finally:
         state.db.dispose()
-    if result.note:
-        click.echo(result.note)
-    click.echo(
-        f"backfill: {result.fetched} fetched, {result.new} new, {result.present} already stored"
-        + (f", {result.skipped} without a usable id" if result.skipped else "")
-        + (f", {result.rejected} rejected (kept)" if result.rejected else "")
-        + (f"; checkpoint {result.checkpoint}" if result.checkpoint is not None else "")
-    )
+    if output == "json":
+        print_json(dataclasses.asdict(result))
+    else:
+        if result.note:
+            click.echo(result.note)
+        click.echo(
+            f"backfill: {result.fetched} fetched, {result.new} new, "
+            f"{result.present} already stored"
+            + (f", {result.skipped} without a usable id" if result.skipped else "")
+            + (f", {result.rejected} rejected (kept)" if result.rejected else "")
+            + (f"; checkpoint {result.checkpoint}" if result.checkpoint is not None else "")
+        )
     if not app_ctx.config.routes_file:
         # Routes are read in this process: without them, what backfill stored here was
         # not enqueued for notification, whatever routes the server has.

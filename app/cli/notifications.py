@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from app.cli.context import AppContext, database_errors, fail, pass_ctx
+from app.cli.output import Column, Output, listing_options, print_json, print_listing, print_table
 from app.timeparse import parse_instant
 
 
@@ -23,14 +24,14 @@ def _since(value: str | None) -> float | None:
         raise AssertionError from None  # fail() raises
 
 
-def _routes(app_ctx: AppContext, path: str | None) -> Any:
+def _routes(app_ctx: AppContext, path: str | None, *, secrets: bool = True) -> Any:
     from app.notifications.routes import RoutesError, load_routes
 
     file = path or app_ctx.config.routes_file
     if not file:
         fail("no routes file: set NINJAHOOK_ROUTES or pass --file")
     try:
-        return load_routes(file)
+        return load_routes(file, secrets=secrets)
     except RoutesError as exc:
         fail(str(exc))
 
@@ -49,18 +50,25 @@ def routes() -> None:
 
 @routes.command("check")
 @click.option("--file", "path", help="Routes file to check (default: NINJAHOOK_ROUTES).")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Exit 1 on a warning too (a match value that webhook.yaml's enums do not list).",
+)
+@listing_options(jsonl=False)
 @pass_ctx
-def routes_check(app_ctx: AppContext, path: str | None) -> None:
+def routes_check(app_ctx: AppContext, path: str | None, strict: bool, output: Output) -> None:
     """Validate the routes file; on an error print the file, line and cause and exit 1.
 
-    Secrets named with *_env / *_file must be present, as they are at start-up.
+    Secrets named with *_env / *_file must be present, as they are at start-up. A match
+    value that webhook.yaml's enums (activityType, statusCode, nodeClass) do not list is
+    a warning, most likely a typo that keeps the route from ever firing; --strict makes
+    warnings fail.
     """
-    from rich.console import Console
-    from rich.table import Table
-
     config = _routes(app_ctx, path)
-    console = Console()
-    table = Table("destination", "kind", "target", "signed")
+    for warning in config.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    destinations = []
     for dest in config.destinations.values():
         if dest.kind == "email":
             target = f"smtp {dest.smtp_host}:{dest.smtp_port} → {', '.join(dest.mail_to)}"
@@ -68,21 +76,63 @@ def routes_check(app_ctx: AppContext, path: str | None) -> None:
             target = f"URL from {dest.url_secret.source}"  # the URL itself is a credential
         else:
             target = str(dest.url)
-        signed = f"yes ({dest.signing_secret.source})" if dest.signing_secret else ""
-        table.add_row(dest.name, dest.kind, target, signed)
-    console.print(table)
-    rtable = Table("route", "line", "destinations", "once per alert", "resolved")
-    for route in config.routes:
-        rtable.add_row(
-            route.name,
-            str(route.line),
-            ", ".join(route.destinations),
-            "yes" if route.once_per_alert else "no",
-            "yes" if route.send_resolved else "no",
+        destinations.append(
+            {
+                "name": dest.name,
+                "kind": dest.kind,
+                "target": target,
+                "signedWith": dest.signing_secret.source if dest.signing_secret else None,
+            }
         )
-    console.print(rtable)
+    routes_found = [
+        {
+            "name": route.name,
+            "line": route.line,
+            "destinations": list(route.destinations),
+            "oncePerAlert": route.once_per_alert,
+            "sendResolved": route.send_resolved,
+        }
+        for route in config.routes
+    ]
+    if output != "table":
+        document = {
+            "file": str(config.path),
+            "destinations": destinations,
+            "routes": routes_found,
+            "warnings": list(config.warnings),
+        }
+        print_json(document)
+        if strict and config.warnings:
+            fail(f"{config.path}: {len(config.warnings)} warnings (--strict)")
+        return
+    print_table(
+        [
+            {**d, "signed": f"yes ({d['signedWith']})" if d["signedWith"] else ""}
+            for d in destinations
+        ],
+        [
+            Column("destination", "name", whole=True),
+            Column("kind", "kind", whole=True),
+            Column("target", "target"),
+            Column("signed", "signed"),
+        ],
+    )
+    print_table(
+        [{**r, "destinations": ", ".join(r["destinations"])} for r in routes_found],
+        [
+            Column("route", "name", whole=True),
+            Column("line", "line", whole=True, justify="right"),
+            Column("destinations", "destinations"),
+            Column("once per alert", "oncePerAlert", whole=True),
+            Column("resolved", "sendResolved", whole=True),
+        ],
+    )
+    if strict and config.warnings:
+        fail(f"{config.path}: {len(config.warnings)} warnings (--strict)")
+    warned = f", {len(config.warnings)} warnings" if config.warnings else ""
     click.echo(
-        f"{config.path}: OK ({len(config.routes)} routes, {len(config.destinations)} destinations)"
+        f"{config.path}: OK ({len(config.routes)} routes, "
+        f"{len(config.destinations)} destinations{warned})"
     )
 
 
@@ -91,47 +141,83 @@ def routes_check(app_ctx: AppContext, path: str | None) -> None:
 @click.option("--file", "path", help="Routes file to use (default: NINJAHOOK_ROUTES).")
 @pass_ctx
 def routes_test(app_ctx: AppContext, activity_id: int, path: str | None) -> None:
-    """Show which routes a stored activity matches and render each message. Sends nothing."""
-    from app.alerts.service import RESET_CODES, alert_key
+    """Show what each route does with a stored activity now and render each message.
+
+    Sends nothing, so it needs no secrets: destinations are named, not opened. Judged
+    from the stored state as the server judges it now: once_per_alert (a repeat
+    TRIGGERED stays quiet), resolved, max_lateness, silences and maintenance windows in
+    force, flapping, wait, grouping and reminders; the activity's deliveries so far are
+    listed.
+    """
+    from app.alerts.service import alert_key
     from app.notifications.destinations import (
         Envelope,
         slack_payload,
         teams_payload,
         webhook_payload,
     )
-    from app.notifications.matching import describe, matches, template_context
+    from app.notifications.links import message_links
+    from app.notifications.matching import describe, template_context
+    from app.notifications.outbox import preview_routes
     from app.notifications.templates import markup_for, render
-    from app.storage.activities import get_activity_raw
+    from app.silences.service import Suppressor
+    from app.storage.activities import get_activity
+    from app.storage.notifications import NotificationFilter, list_notifications
 
-    config = _routes(app_ctx, path)
+    config = _routes(app_ctx, path, secrets=False)
 
-    def read(conn: Any) -> tuple[bytes | None, Any]:
-        raw = get_activity_raw(conn, activity_id)
-        if raw is None:
-            return None, None
-        return raw, describe(conn, json.loads(raw))
+    def read(conn: Any) -> tuple[Any, Any, Any, Any]:
+        row = get_activity(conn, activity_id)
+        if row is None:
+            return None, None, None, None
+        payload = json.loads(row.raw)
+        previews = preview_routes(
+            conn,
+            config,
+            payload,
+            activity_id,
+            row.received_at,
+            suppress=Suppressor(at_ingest=False),
+        )
+        sent = list_notifications(conn, NotificationFilter(activity_id=activity_id), limit=1000)
+        return payload, describe(conn, payload), previews, sent
 
-    raw, subject = app_ctx.read(read)
-    if raw is None:
+    payload, subject, previews, sent = app_ctx.read(read)
+    if payload is None:
         fail(f"no activity with id {activity_id} is stored")
-    payload = json.loads(raw or b"{}")
     key = alert_key(payload)
-    # As ingest decides: only a condition's RESET (it has an alert) resolves.
-    event = "resolved" if key is not None and payload.get("statusCode") in RESET_CODES else "notify"
+    links = message_links(
+        app_ctx.config, alert_key=key, activity_id=activity_id, device_id=subject.device.get("id")
+    )
     any_match = False
-    for route in config.routes:
-        if not matches(route.match, subject):
+    for preview in previews:
+        route = preview.route
+        if not preview.matched:
             click.echo(f"route {route.name}: no match")
             continue
         any_match = True
-        click.secho(f"route {route.name}: MATCH ({event})", fg="green")
+        if preview.event is None:
+            click.secho(f"route {route.name}: MATCH, nothing sent: {preview.reason}", fg="yellow")
+        else:
+            click.secho(f"route {route.name}: MATCH ({preview.event})", fg="green")
+            for note in preview.notes:
+                click.echo(f"  {note}")
+        for row in sent:
+            if row.route == route.name:
+                why = f": {row.last_error}" if row.last_error else ""
+                click.echo(
+                    f"  delivery {row.uid} → {row.destination} ({row.event}): {row.status}{why}"
+                )
+        if preview.event is None:
+            continue
         context = template_context(
             subject,
             route=route.name,
-            event=event,
+            event=preview.event,
             alert_key=key,
             delivery_id="<delivery id>",
             refers_to=None,
+            links=links,
         )
         try:
             message = render(context, route.title, route.template)
@@ -149,8 +235,12 @@ def routes_test(app_ctx: AppContext, activity_id: int, path: str | None) -> None
                 shaped = teams_payload(shown)
             elif dest.kind == "webhook":
                 shaped = webhook_payload(shown, Envelope("<delivery id>"), route.name)
+            elif dest.vendor is not None:
+                from app.notifications.vendors import preview as vendor_preview
+
+                shaped = vendor_preview(dest, shown)
             else:
-                shaped = {"title": shown.title, "body": shown.text}
+                shaped = {"title": shown.title, "body": shown.text, "links": dict(shown.links)}
             for line in json.dumps(shaped, indent=2, ensure_ascii=False).splitlines():
                 click.echo(f"    {line}")
     if not any_match:
@@ -197,7 +287,9 @@ def worker(app_ctx: AppContext, drain: bool) -> None:
         runner.close()
         state.db.dispose()
     click.echo(
-        f"worker stopped: {runner.sent} delivered, {runner.failed} failed attempts", err=True
+        f"worker stopped: {runner.sent} delivered, {runner.skipped} skipped, "
+        f"{runner.failed} failed attempts",
+        err=True,
     )
 
 
@@ -214,53 +306,47 @@ _SINCE_HELP = "Only deliveries enqueued since then: an age (30m, 2h, 1d), ISO 86
 @click.option("--route", help="Only this route.")
 @click.option(
     "--status",
-    type=click.Choice(["pending", "delivering", "delivered", "dead"]),
-    help="Only this status (dead: the dead letters).",
+    type=click.Choice(["pending", "delivering", "delivered", "dead", "skipped", "suppressed"]),
+    help="Only this status (dead: the dead letters; skipped: not sent, by the lifecycle rules).",
 )
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10000))
+@listing_options()
 @pass_ctx
 def deliveries_list(
-    app_ctx: AppContext, since: str | None, route: str | None, status: str | None, limit: int
+    app_ctx: AppContext,
+    since: str | None,
+    route: str | None,
+    status: str | None,
+    limit: int,
+    output: Output,
 ) -> None:
-    """Show deliveries, newest first."""
-    from rich.console import Console
-    from rich.table import Table
+    """Show deliveries, newest first (--status dead: the dead letters).
 
+    --json and --jsonl give each delivery as GET /deliveries does, its last error whole.
+    """
+    from app.notifications.reads import notification_record
     from app.storage.notifications import NotificationFilter, list_notifications
-    from app.timeparse import iso
 
     flt = NotificationFilter(
         since=_since(since), route=route, statuses=(status,) if status else None
     )
     rows = app_ctx.read(lambda conn: list_notifications(conn, flt, limit=limit))
-    console = Console()
-    if not rows:
-        console.print("no deliveries")
-        return
-    table = Table(
-        "id",
-        "created",
-        "activity",
-        "route",
-        "destination",
-        "event",
-        "status",
-        "tries",
-        "last error",
+    print_listing(
+        [notification_record(row) for row in rows],
+        [
+            Column("id", "id", whole=True),
+            Column("created", "createdAt", whole=True, drop=4),
+            Column("activity", "activityId", whole=True, justify="right"),
+            Column("route", "route"),
+            Column("destination", "destination", drop=5),
+            Column("event", "event", whole=True, drop=3),
+            Column("status", "status", whole=True),
+            Column("tries", "attempts", whole=True, justify="right", drop=2),
+            Column("last error", "lastError", preview=60, drop=1),
+        ],
+        output,
+        empty="no deliveries",
     )
-    for r in rows:
-        table.add_row(
-            r.uid,
-            iso(r.created_at),
-            str(r.activity_id),
-            r.route,
-            r.destination,
-            r.event,
-            r.status,
-            str(r.attempts),
-            (r.last_error or "")[:60],
-        )
-    console.print(table)
 
 
 def _requeue(app_ctx: AppContext, flt: Any, what: str, *, dead_only: bool = False) -> None:

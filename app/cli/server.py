@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import click
 
 from app.cli.context import AppContext, database_errors, fail, pass_ctx
+from app.cli.output import Column, Output, listing_options, print_listing, print_table
 from app.config import SETTINGS, Config, ConfigError
 
 
@@ -55,6 +55,7 @@ def ensure_tokens(config: Config) -> None:
 @click.option(
     "--host",
     envvar="NINJAHOOK_HOST",
+    show_envvar=True,
     default="127.0.0.1",
     show_default=True,
     help="Address to listen on.",
@@ -62,6 +63,7 @@ def ensure_tokens(config: Config) -> None:
 @click.option(
     "--port",
     envvar="NINJAHOOK_PORT",
+    show_envvar=True,
     default=8080,
     show_default=True,
     type=int,
@@ -113,8 +115,8 @@ def serve(app_ctx: AppContext, host: str, port: int, no_migrate: bool) -> None:
 
 
 @click.command("settings")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def settings_cmd(as_json: bool) -> None:
+@listing_options()
+def settings_cmd(output: Output) -> None:
     """List every setting: environment variable, default and meaning."""
     rows = [
         {
@@ -124,18 +126,22 @@ def settings_cmd(as_json: bool) -> None:
         }
         for s in SETTINGS
     ]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
+    # None: a setting whose absence means something (see its meaning).
+    shown = [
+        {**row, "default": "not set" if row["default"] is None else str(row["default"])}
+        for row in rows
+    ]
+    if output != "table":
+        print_listing(rows, [], output, empty="")
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("variable", "default", "meaning")
-    for row in rows:
-        # None: a setting whose absence means something (see its meaning).
-        default = "not set" if row["default"] is None else str(row["default"])
-        table.add_row(row["env"], default, row["help"])
-    Console().print(table)
+    print_table(
+        shown,
+        [
+            Column("variable", "env", whole=True),
+            Column("default", "default"),
+            Column("meaning", "help"),
+        ],
+    )
 
 
 @click.group()
@@ -152,39 +158,45 @@ def rejected() -> None:
     help="How many, newest first.",
 )
 @click.option("--show-body", is_flag=True, help="Print each body in full.")
+@listing_options()
 @pass_ctx
-def rejected_list(app_ctx: AppContext, limit: int, show_body: bool) -> None:
-    """Show the newest rejected deliveries."""
-    from rich.console import Console
-    from rich.table import Table
+def rejected_list(app_ctx: AppContext, limit: int, show_body: bool, output: Output) -> None:
+    """Show the newest rejected deliveries.
 
+    --json and --jsonl give each as GET /rejected/{id} does, with the whole stored body.
+    """
+    from app.activities.reads import rejected_record
     from app.storage.activities import list_rejected
-    from app.timeparse import iso
 
     rows = app_ctx.read(lambda conn: list_rejected(conn, limit=limit))
-    console = Console()
-    if not rows:
-        console.print("no rejected deliveries")
-        return
-    if show_body:
+    records = [rejected_record(row) for row in rows]
+    if show_body and output == "table" and records:
         # Full records, one block each: a table would wrap bodies and reasons.
-        for r in rows:
+        for r in records:
             click.echo(
-                f"#{r.id}  {iso(r.received_at)}  {r.body_bytes} bytes"
-                f"{' (truncated)' if r.truncated else ''}  {r.content_type or ''}"
+                f"#{r['id']}  {r['receivedAt']}  {r['bodyBytes']} bytes"
+                f"{' (truncated)' if r['truncated'] else ''}  {r['contentType'] or ''}"
             )
-            click.echo(f"  reason: {r.reason}")
-            click.echo("  body:   " + bytes(r.body).decode("utf-8", "replace"))
+            click.echo(f"  reason: {r['reason']}")
+            click.echo("  body:   " + r["body"])
             click.echo()
         return
-    table = Table("id", "received", "reason", "bytes", "body")
-    for r in rows:
-        text = bytes(r.body).decode("utf-8", "replace")
-        table.add_row(
-            str(r.id),
-            iso(r.received_at),
-            r.reason,
-            str(r.body_bytes),
-            text[:60] + ("…" if len(text) > 60 else ""),
-        )
-    console.print(table)
+    if output == "table":
+        records = [{**r, "preview": _preview(r["body"])} for r in records]
+    print_listing(
+        records,
+        [
+            Column("id", "id", whole=True, justify="right"),
+            Column("received", "receivedAt", whole=True),
+            Column("reason", "reason"),
+            Column("bytes", "bodyBytes", whole=True, justify="right"),
+            # A preview: --show-body or --json has it whole.
+            Column("body", "preview"),
+        ],
+        output,
+        empty="no rejected deliveries",
+    )
+
+
+def _preview(body: str, chars: int = 60) -> str:
+    return body[:chars] + ("…" if len(body) > chars else "")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
 from app.cli.context import AppContext, database_errors, pass_ctx
+from app.cli.ninjaone import NINJAONE_HELP
+from app.cli.output import stdout_is_terminal
 
 COLORS = {"green": "green", "amber": "yellow", "red": "red"}
 
@@ -17,7 +18,7 @@ def register(group: click.Group) -> None:
     group.add_command(status)
 
 
-@click.command()
+@click.command(epilog=NINJAONE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (as GET /status answers).")
 @click.option(
     "--no-probe",
@@ -44,7 +45,7 @@ def status(app_ctx: AppContext, as_json: bool, no_probe: bool) -> None:
         db.dispose()
     if as_json:
         click.echo(json.dumps(report.as_json(), indent=2))
-    elif not sys.stdout.isatty():
+    elif not stdout_is_terminal():
         # Piped or logged: one line per check, never wrapped.
         for check in report.checks:
             click.echo(f"{check.level:<5}  {check.name}: {check.summary}")
@@ -52,11 +53,13 @@ def status(app_ctx: AppContext, as_json: bool, no_probe: bool) -> None:
     else:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
 
         table = Table("", "check", "state")
         for check in report.checks:
-            color = COLORS[check.level]
-            table.add_row(f"[{color}]{check.level}[/]", check.name, check.summary)
+            # Text, not markup: a summary may hold brackets ("[Errno 28]").
+            level = Text(check.level, style=COLORS[check.level])
+            table.add_row(level, Text(check.name), Text(check.summary))
         console = Console()
         console.print(table)
         console.print(f"overall: [{COLORS[report.level]}]{report.level}[/]")

@@ -179,8 +179,16 @@ DEVICE_REFRESH_EVENTS = frozenset(
         "NODE_AUTOMATICALLY_APPROVED",
     }
 )
+# A rejected device is not managed (NinjaOne answers 404 for it): marked deleted, as a
+# deleted one and a rejected one deleted (REJECTED_NODE_DELETED) are.
 DEVICE_DELETE_EVENTS = frozenset(
-    {"NODE_DELETED", "NODE_MANUALLY_REJECTED", "NODE_AUTOMATICALLY_REJECTED"}
+    {
+        "NODE_DELETED",
+        "NODE_REGISTRATION_REJECTED",
+        "NODE_MANUALLY_REJECTED",
+        "NODE_AUTOMATICALLY_REJECTED",
+        "REJECTED_NODE_DELETED",
+    }
 )
 ORGANIZATION_EVENTS = frozenset({"CLIENT_CREATED", "CLIENT_UPDATED", "CLIENT_DELETED"})
 LOCATION_EVENTS = frozenset({"LOCATION_CREATED", "LOCATION_UPDATED", "LOCATION_DELETED"})
@@ -300,6 +308,9 @@ def _note_needs(
         at = float(activity_time) if isinstance(activity_time, int | float) else stored.received_at
         if status in ORGANIZATION_EVENTS:
             needs.note(conn, Need("list", "organization", None, at))
+            if status == "CLIENT_DELETED":
+                # Its locations went with it.
+                needs.note(conn, Need("list", "location", None, at))
         elif status in LOCATION_EVENTS:
             needs.note(conn, Need("list", "location", None, at))
         elif isinstance(device_id, int):

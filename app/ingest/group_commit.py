@@ -34,11 +34,13 @@ Where the batch runs:
   the writer once it has run what was ready, so requests that arrived together
   share a batch. On PostgreSQL the batch runs in psycopg's pipeline mode
   (:func:`app.storage.prepared.pipelined`) with its activity INSERTs taken for new
-  (:func:`app.storage.activities.speculative_inserts`): it waits for the server
-  once per statement whose rows a stage needs (an alert's lock), not once per
-  statement. Every INSERT's answer is checked before the COMMIT; a redelivered id
-  taken for new rolls the batch back and runs it again, waiting for that id's
-  answer. The writer keeps its connection while batches follow each other.
+  (:func:`app.storage.activities.speculative_inserts`), and the stages prepare the
+  whole batch first (:meth:`app.ingest.pipeline.Pipeline.prepared`: one statement
+  locks every alert the batch moves): it waits for the server once for those
+  locks, not once per delivery or per statement. Every INSERT's answer is checked
+  before the COMMIT; a redelivered id taken for new rolls the batch back and runs
+  it again, waiting for that id's answer. The writer keeps its connection while
+  batches follow each other.
 
 Failure isolation: when a batch fails for a reason that belongs to one delivery
 (a constraint, a bug in a hook), the batch is rolled back and each delivery is
@@ -66,7 +68,13 @@ import sqlalchemy as sa
 
 from app import tracing
 from app.ingest.errors import database_unavailable
-from app.ingest.service import IngestResult, ingest_activity, log_drift_once, store_in_transaction
+from app.ingest.service import (
+    IngestResult,
+    ingest_activity,
+    log_drift_once,
+    storable,
+    store_in_transaction,
+)
 from app.state import AppState
 from app.storage.activities import Misspeculated, speculative_inserts
 from app.storage.db import WriterLock
@@ -384,6 +392,12 @@ class GroupCommitter:
                         self.state, conn, waiting.raw, waiting.payload, waiting.source, now
                     )
             return
+        made = [storable(w.payload, w.raw, w.source, now) for w in batch]
+        # What the stages may prepare for the whole batch (lock its alerts in one
+        # statement): the rows taken for new. An id in ``check`` may be stored already,
+        # and its delivery then runs no stage; were it taken for new wrongly, the
+        # transaction is rolled back (Misspeculated) and nothing prepared stays.
+        new_rows = [row for _payload, row in made if row["id"] not in check]
         # The pipeline ends (every answer in) before the speculation is checked, and
         # both before the commit.
         with (
@@ -392,10 +406,11 @@ class GroupCommitter:
             conn.begin(),
             speculative_inserts(conn, check),
             pipelined(conn),
+            self.state.pipeline.prepared(conn, new_rows),
         ):
-            for waiting in batch:
+            for waiting, stored in zip(batch, made, strict=True):
                 waiting.result, waiting.drift = store_in_transaction(
-                    self.state, conn, waiting.raw, waiting.payload, waiting.source, now
+                    self.state, conn, waiting.raw, waiting.payload, waiting.source, now, stored
                 )
 
     @contextlib.contextmanager

@@ -8,7 +8,8 @@ back with the activity itself. The stages and their order are chosen in one plac
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -27,12 +28,22 @@ class StoredActivity:
 
 ActivityHook = Callable[[Connection, dict[str, Any], StoredActivity], None]
 
+# Given the stored columns of a batch's new activities before any of them is stored:
+# a block inside which the stage runs for them (see Stage.prepare).
+BatchHook = Callable[[Connection, Sequence[Mapping[str, Any]]], AbstractContextManager[None]]
+
 
 class Stage(NamedTuple):
-    """One named step of the pipeline (the name shows in benchmarks and tests)."""
+    """One named step of the pipeline (the name shows in benchmarks and tests).
+
+    ``prepare``, when given, is what the stage can do once for a whole batch (take its
+    rows' locks in one statement rather than one per activity); ``run`` must give the
+    same result without it.
+    """
 
     name: str
     run: ActivityHook
+    prepare: BatchHook | None = None
 
 
 class Pipeline:
@@ -46,6 +57,15 @@ class Pipeline:
         """Run every stage on ``conn``; an exception rolls the delivery back."""
         for stage in self.stages:
             stage.run(conn, payload, stored)
+
+    @contextmanager
+    def prepared(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> Iterator[None]:
+        """Every stage's ``prepare`` for the batch ``rows`` (activities that will be new)."""
+        with ExitStack() as stack:
+            for stage in self.stages:
+                if stage.prepare is not None and rows:
+                    stack.enter_context(stage.prepare(conn, rows))
+            yield
 
     def names(self) -> list[str]:
         """The stage names, in order."""

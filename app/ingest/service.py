@@ -86,6 +86,16 @@ def unknown_values(payload: dict[str, Any]) -> list[tuple[str, str]]:
     return found
 
 
+def storable(
+    payload: dict[str, Any], raw: bytes, source: str, now: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The payload as the hooks store it, and its :func:`activity_row`."""
+    if may_hold_unstorable(raw):
+        # The hooks (entity cache, alerts, outbox) store text from the payload too.
+        payload = clean_payload(payload)
+    return payload, activity_row(payload, raw, source, now)
+
+
 def store_in_transaction(
     state: AppState,
     conn: Connection,
@@ -93,16 +103,16 @@ def store_in_transaction(
     payload: dict[str, Any],
     source: str,
     now: float,
+    made: tuple[dict[str, Any], dict[str, Any]] | None = None,
 ) -> tuple[IngestResult, list[tuple[str, str]]]:
     """Store one validated activity and run the hooks, inside the caller's transaction.
 
     Returns the result and the unknown enum values of a new activity (counted here;
     log them with :func:`log_drift_once` once the transaction has committed).
+
+    :param made: what :func:`storable` made of these arguments, when the caller has it.
     """
-    if may_hold_unstorable(raw):
-        # The hooks (entity cache, alerts, outbox) store text from the payload too.
-        payload = clean_payload(payload)
-    row = activity_row(payload, raw, source, now)
+    payload, row = made if made is not None else storable(payload, raw, source, now)
     new = store.insert_activity(conn, row)
     drift: list[tuple[str, str]] = []
     if new:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -561,3 +561,8 @@ class NinjaOneClient:
     def disable_webhook(self) -> None:
         """``DELETE /v2/webhook``."""
         self.request("DELETE", "/v2/webhook")
+
+    def reset_alert(self, uid: str) -> None:
+        """``DELETE /v2/alert/{uid}``: reset a condition (its uid is the seriesUid of its
+        activities); NinjaOne then reports the RESET like any other."""
+        self.request("DELETE", f"/v2/alert/{quote(uid, safe='')}")

@@ -91,6 +91,9 @@ class CacheRefresher:
         self.client_factory = client_factory or (lambda: NinjaOneClient.from_config(state.config))
         # (kind, id) -> monotonic time until which it is not asked for again.
         self.missing: dict[tuple[str, int], float] = {}
+        # Organizations and locations known to be cached: a device of one of them needs
+        # no database check (most fetched devices share a few organizations).
+        self._parents: set[tuple[str, int]] = set()
         # kind -> monotonic time of the last list refresh / of the one requested.
         self._listed: dict[str, float] = {}
         self._list_due: dict[str, float] = {}
@@ -261,6 +264,19 @@ class CacheRefresher:
         with self.db.connect() as conn:
             return store.cached_ids(conn, table, wanted) | (set(ids) & buffered)
 
+    def _parent_cached(self, table: Any, entity_id: int) -> bool:
+        """Whether the organization or location ``entity_id`` is cached (remembered once
+        it is: the cache keeps rows, marked deleted at worst)."""
+        key = (table.name, entity_id)
+        if key in self._parents:
+            return True
+        if not self._cached(table, [entity_id]):
+            return False
+        if len(self._parents) >= self.max_remembered:
+            self._parents.clear()
+        self._parents.add(key)
+        return True
+
     def _remembered_missing(self, kind: str, entity_id: int) -> bool:
         until = self.missing.get((kind, entity_id))
         if until is None:
@@ -311,8 +327,8 @@ class CacheRefresher:
         org_id, loc_id = device.get("organizationId"), device.get("locationId")
         if not isinstance(org_id, int):
             return
-        org_missing = not self._cached(organizations, [org_id])
-        loc_missing = isinstance(loc_id, int) and not self._cached(locations, [loc_id])
+        org_missing = not self._parent_cached(organizations, org_id)
+        loc_missing = isinstance(loc_id, int) and not self._parent_cached(locations, loc_id)
         if org_missing and not self._remembered_missing("organization", org_id):
             self.state.metrics.add(MISSES, {"kind": "organization"})
             self._fetch_organization(client, org_id, by)

@@ -35,7 +35,6 @@ USER_AGENT = "ninjahook"
 # Answers worth another attempt; any other 4xx means the request itself is wrong.
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
 MAX_RETRY_AFTER = 86400.0
-MESSAGE_ID_DOMAIN = "ninjahook"
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,9 @@ class Envelope:
 
     delivery_id: str
     refers_to: str | None = None
+    # The right-hand side of e-mail Message-IDs (NINJAHOOK_MAIL_DOMAIN); None: the
+    # domain of the destination's from address.
+    mail_domain: str | None = None
 
 
 def slack_payload(message: Message) -> dict[str, Any]:
@@ -80,7 +82,17 @@ def slack_payload(message: Message) -> dict[str, Any]:
                 ],
             }
         )
+    if message.links:
+        # Slack's link syntax <url|label>: a URL's "&", "<" and ">" are escaped as Slack asks.
+        links = " · ".join(
+            f"<{_slack_url(url)}|{escape_slack(label)}>" for label, url in message.links
+        )
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": links[:3000]}})
     return {"text": f"{escape_slack(message.title)}\n{message.text}".strip(), "blocks": blocks}
+
+
+def _slack_url(url: str) -> str:
+    return url.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "%7C")
 
 
 def teams_payload(message: Message) -> dict[str, Any]:
@@ -120,6 +132,16 @@ def teams_payload(message: Message) -> dict[str, Any]:
                     "type": "AdaptiveCard",
                     "version": "1.4",
                     "body": body,
+                    **(
+                        {
+                            "actions": [
+                                {"type": "Action.OpenUrl", "title": label, "url": url}
+                                for label, url in message.links
+                            ]
+                        }
+                        if message.links
+                        else {}
+                    ),
                 },
             }
         ],
@@ -136,6 +158,8 @@ def webhook_payload(message: Message, envelope: Envelope, route: str) -> dict[st
         "refersTo": envelope.refers_to,
         "title": message.title,
         "text": message.text,
+        "summary": bool(ctx.get("summary")),
+        "links": dict(ctx.get("links") or {}),
         "alert": ctx.get("alert"),
         "device": ctx.get("device"),
         "organization": ctx.get("organization"),
@@ -300,8 +324,17 @@ def header_text(text: str) -> str:
     return " ".join(spaced.split())
 
 
-def _message_id(delivery_id: str) -> str:
-    return f"<{delivery_id}@{MESSAGE_ID_DOMAIN}>"
+def message_id_domain(destination: Destination, envelope: Envelope) -> str:
+    """The domain of the Message-IDs sent to an e-mail destination: the configured one,
+    else the from address's (a domain the sender speaks for, as RFC 5322 asks)."""
+    if envelope.mail_domain:
+        return envelope.mail_domain
+    sender = email.utils.parseaddr(destination.mail_from or "")[1]
+    return sender.rpartition("@")[2].lower() or "localhost"
+
+
+def _message_id(delivery_id: str, domain: str) -> str:
+    return f"<{delivery_id}@{domain}>"
 
 
 def _send_email(
@@ -314,11 +347,14 @@ def _send_email(
     mail["Date"] = email.utils.format_datetime(datetime.now(UTC))
     # The delivery id as Message-ID lets a mail system drop a repeated attempt, and a
     # "resolved" follow-up threads under the original notification.
-    mail["Message-ID"] = _message_id(envelope.delivery_id)
+    domain = message_id_domain(destination, envelope)
+    mail["Message-ID"] = _message_id(envelope.delivery_id, domain)
     if envelope.refers_to:
-        mail["In-Reply-To"] = _message_id(envelope.refers_to)
-        mail["References"] = _message_id(envelope.refers_to)
+        mail["In-Reply-To"] = _message_id(envelope.refers_to, domain)
+        mail["References"] = _message_id(envelope.refers_to, domain)
     lines = [message.text, ""] + [f"{name}: {value}" for name, value in message.facts]
+    if message.links:
+        lines += [""] + [f"{label}: {url}" for label, url in message.links]
     mail.set_content("\n".join(lines))
     host = destination.smtp_host or "localhost"
     limit = destination.timeout or timeout
@@ -347,6 +383,8 @@ def _send_apprise(destination: Destination, message: Message) -> Outcome:
     url = destination.target_url()
     if not url or not notifier.add(url):
         return Outcome(ok=False, permanent=True, error="apprise does not recognise the URL")
-    if notifier.notify(body=message.text or message.title, title=message.title):
+    links = "\n".join(f"{label}: {url}" for label, url in message.links)
+    body = "\n\n".join(part for part in (message.text, links) if part) or message.title
+    if notifier.notify(body=body, title=message.title):
         return Outcome(ok=True)
     return Outcome(ok=False, error="apprise reported a failed notification")

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 from app.ingest.payload import Subjects
 from app.notifications.routes import SEVERITIES, Match, Route, RoutesConfig
 from app.storage import notifications as store
+from app.timeparse import is_time, iso
 
 
 @dataclass(frozen=True)
@@ -122,13 +123,24 @@ def template_context(
     alert_key: str | None,
     delivery_id: str | None,
     refers_to: str | None,
+    links: dict[str, str | None] | None = None,
+    trigger: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a template sees: ``activity`` (the payload as received), ``device``,
     ``organization``, ``location``, ``alert`` (None outside conditions), ``event``
-    (``notify`` or ``resolved``), ``route`` and ``delivery`` (``id``, ``refersTo``)."""
-    alert = None
+    (``notify`` or ``resolved``), ``route``, ``delivery`` (``id``, ``refersTo``),
+    ``links`` (``alert``: the dashboard, ``device``: NinjaOne; None when unknown) and
+    ``summary``.
+
+    With ``trigger`` (the TRIGGERED activity of an alert that was over before it could
+    be notified), a ``resolved`` message is a ``summary``: ``trigger`` is in scope and
+    ``alert`` gains ``triggeredAt`` and ``resolvedAt``."""
+    alert: dict[str, Any] | None = None
     if alert_key is not None:
         alert = {"key": alert_key, "state": "resolved" if event == "resolved" else "open"}
+        if trigger is not None:
+            alert["triggeredAt"] = _time(trigger.get("activityTime"))
+            alert["resolvedAt"] = _time(subject.activity.get("activityTime"))
     return {
         "activity": subject.activity,
         "device": subject.device,
@@ -138,4 +150,13 @@ def template_context(
         "event": event,
         "route": route,
         "delivery": {"id": delivery_id, "refersTo": refers_to},
+        "links": dict(links or {"alert": None, "device": None}),
+        "summary": trigger is not None,
+        "trigger": trigger,
     }
+
+
+def _time(value: Any) -> str | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and is_time(value):
+        return iso(float(value))
+    return None

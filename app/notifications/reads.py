@@ -51,6 +51,8 @@ def notification_record(row: Row[Any]) -> dict[str, Any]:
         "deliveredAt": _iso(row.delivered_at),
         "lastError": row.last_error,
         "lastStatusCode": row.last_status_code,
+        "suppressedReason": row.suppressed_reason,
+        "silenceId": row.silence_id,
     }
 
 

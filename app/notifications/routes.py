@@ -22,6 +22,7 @@ missing variable is an error at start-up, not at the first alert.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import re
@@ -34,12 +35,29 @@ import jinja2
 import yaml
 
 from app.notifications.templates import compile_template
+from app.notifications.vendor_config import VENDOR_KINDS, VendorOptions, vendor_options
+from app.spec.generated import KNOWN_VALUES
 
 SEVERITIES = ("NONE", "MINOR", "MODERATE", "MAJOR", "CRITICAL")
-KINDS = ("webhook", "slack", "teams", "email", "apprise")
+KINDS = ("webhook", "slack", "teams", "email", "apprise", *VENDOR_KINDS)
 # Kinds whose URL carries the credential itself (Slack, Teams and apprise URLs do).
 SECRET_URL_KINDS = frozenset({"slack", "teams", "apprise"})
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+# A route's max_lateness when it sets none (README, "Routing"): no limit. Lateness alone
+# does not make an activity stale (an alert still open after a backfill is news); an alert
+# already over when it arrives is handled by notify_resolved_late.
+DEFAULT_MAX_LATENESS: float | None = None
+GROUP_BY_KEYS = ("organization", "location", "device")
+# A grouping route's group_wait when it sets none (Alertmanager's default).
+DEFAULT_GROUP_WAIT = 30.0
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# Match keys whose values are NinjaOne enums that webhook.yaml lists (x-extensible-enum):
+# a value it does not list is most likely a typo, and the route would never fire.
+ENUM_KEYS = {
+    "activityType": ("activityType",),
+    "statusCode": ("statusCode",),
+    "nodeClass": ("device", "nodeClass"),
+}
 
 
 class RoutesError(ValueError):
@@ -75,6 +93,8 @@ class Destination:
     smtp_password: Secret | None = None
     mail_from: str | None = None
     mail_to: tuple[str, ...] = ()
+    # pagerduty, opsgenie, splunk_hec, syslog (app.notifications.vendor_config).
+    vendor: VendorOptions | None = None
 
     def target_url(self) -> str | None:
         """The URL to send to (resolved from its secret when it is one)."""
@@ -96,6 +116,17 @@ class Match:
 
 
 @dataclass(frozen=True)
+class Flapping:
+    """When a condition (a device and a sourceConfigUid, across its alerts) flaps: it
+    fired ``threshold`` times within ``window`` seconds. It is then notified once, saying
+    so, and stays quiet until it has not fired for ``calm`` seconds."""
+
+    threshold: int
+    window: float = 3600.0
+    calm: float = 1800.0
+
+
+@dataclass(frozen=True)
 class Route:
     """A named rule: a match, destinations, and how to word the message."""
 
@@ -104,6 +135,24 @@ class Route:
     destinations: tuple[str, ...]
     once_per_alert: bool = True
     send_resolved: bool = True
+    # Seconds an activity may arrive after its activityTime and still be notified
+    # (None: no limit).
+    max_lateness: float | None = DEFAULT_MAX_LATENESS
+    # An alert already resolved before its notification went out (backfill, redelivery,
+    # a retried dead letter): one summary message instead of nothing.
+    notify_resolved_late: bool = False
+    # Notify even while the device is in maintenance (NinjaOne's maintenance mode).
+    ignore_maintenance: bool = False
+    # Seconds a notification waits before it is sent; the alert must still be open then
+    # (a RESET inside the wait sends nothing at all). None: send at once.
+    wait: float | None = None
+    # Seconds between reminders while a notified alert stays open. None: no reminders.
+    repeat: float | None = None
+    flapping: Flapping | None = None
+    # What groups the route's notifications (organization, location, device): those of
+    # one group pending together, within group_wait seconds, go out as one message.
+    group_by: tuple[str, ...] = ()
+    group_wait: float = DEFAULT_GROUP_WAIT
     title: jinja2.Template | None = None
     template: jinja2.Template | None = None
     line: int = 0
@@ -116,6 +165,9 @@ class RoutesConfig:
     path: Path | None
     routes: tuple[Route, ...]
     destinations: Mapping[str, Destination]
+    # Doubts that are not errors ("file:line: where: cause"): match values that
+    # webhook.yaml's enums do not list. `routes check --strict` fails on them.
+    warnings: tuple[str, ...] = ()
 
     def route(self, name: str) -> Route | None:
         """The route called ``name``, or None."""
@@ -123,10 +175,13 @@ class RoutesConfig:
 
     @functools.cached_property
     def matches_on_entities(self) -> bool:
-        """True when a route matches on an organization, device or nodeClass, which an
-        unexpanded activity only has through the entity cache."""
+        """True when a route matches (or groups) on an organization, device or nodeClass,
+        which an unexpanded activity only has through the entity cache."""
         return any(
-            r.match.organizations or r.match.devices or r.match.node_classes is not None
+            r.match.organizations
+            or r.match.devices
+            or r.match.node_classes is not None
+            or r.group_by
             for r in self.routes
         )
 
@@ -137,10 +192,18 @@ EMPTY = RoutesConfig(path=None, routes=(), destinations={})
 class _Reader:
     """Turns a composed YAML node tree into values, raising errors with file and line."""
 
-    def __init__(self, path: str, environ: Mapping[str, str], base: Path) -> None:
+    def __init__(
+        self, path: str, environ: Mapping[str, str], base: Path, *, secrets: bool = True
+    ) -> None:
         self.path = path
         self.environ = environ
         self.base = base
+        # False: secrets are named, not read (a placeholder stands in for each).
+        self.secrets = secrets
+        self.warnings: list[str] = []
+
+    def warn(self, node: yaml.Node, where: str, cause: str) -> None:
+        self.warnings.append(f"{self.path}:{node.start_mark.line + 1}: {where}: {cause}")
 
     def error(self, node: yaml.Node | None, where: str, cause: str) -> RoutesError:
         line = f":{node.start_mark.line + 1}" if node is not None else ""
@@ -207,6 +270,8 @@ class _Reader:
             raise self.error(path[0], where, f"give {stem}_env or {stem}_file, not both")
         if env:
             name = self.text(env[1], f"{where}.{stem}_env")
+            if not self.secrets:
+                return Secret(f"<{stem} from ${name}>", f"${name}")
             if name not in self.environ or not self.environ[name]:
                 raise self.error(
                     env[1], f"{where}.{stem}_env", f"environment variable {name} is not set"
@@ -216,6 +281,8 @@ class _Reader:
             file = Path(self.text(path[1], f"{where}.{stem}_file"))
             if not file.is_absolute():
                 file = self.base / file
+            if not self.secrets:
+                return Secret(f"<{stem} from {file}>", str(file))
             try:
                 value = file.read_text().strip()
             except OSError as exc:
@@ -228,9 +295,13 @@ class _Reader:
         return None
 
 
-def load_routes(path: str | Path, environ: Mapping[str, str] | None = None) -> RoutesConfig:
+def load_routes(
+    path: str | Path, environ: Mapping[str, str] | None = None, *, secrets: bool = True
+) -> RoutesConfig:
     """Read and validate a routes file.
 
+    :param secrets: False to name secrets without reading them (``routes test``, which
+        sends nothing): a placeholder stands in for each.
     :raises RoutesError: naming the file, the line and the cause of the first problem.
     """
     file = Path(path)
@@ -238,7 +309,7 @@ def load_routes(path: str | Path, environ: Mapping[str, str] | None = None) -> R
         text = file.read_text()
     except OSError as exc:
         raise RoutesError(f"{file}: cannot read the routes file: {exc.strerror}") from None
-    return parse_routes(text, str(file), environ, base=file.resolve().parent)
+    return parse_routes(text, str(file), environ, base=file.resolve().parent, secrets=secrets)
 
 
 def parse_routes(
@@ -246,9 +317,13 @@ def parse_routes(
     name: str = "<routes>",
     environ: Mapping[str, str] | None = None,
     base: Path | None = None,
+    *,
+    secrets: bool = True,
 ) -> RoutesConfig:
     """Validate routes given as YAML text (see :func:`load_routes`)."""
-    reader = _Reader(name, os.environ if environ is None else environ, base or Path.cwd())
+    reader = _Reader(
+        name, os.environ if environ is None else environ, base or Path.cwd(), secrets=secrets
+    )
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
@@ -278,7 +353,12 @@ def parse_routes(
         if any(r.name == route.name for r in routes):
             raise reader.error(node, f"routes[{index}].name", f"{route.name!r} is used twice")
         routes.append(route)
-    return RoutesConfig(path=Path(name), routes=tuple(routes), destinations=destinations)
+    return RoutesConfig(
+        path=Path(name),
+        routes=tuple(routes),
+        destinations=destinations,
+        warnings=tuple(reader.warnings),
+    )
 
 
 def _destination(reader: _Reader, name: str, node: yaml.Node) -> Destination:
@@ -291,6 +371,9 @@ def _destination(reader: _Reader, name: str, node: yaml.Node) -> Destination:
         raise reader.error(
             items["kind"][1], f"{where}.kind", f"unknown kind {kind!r} (one of {', '.join(KINDS)})"
         )
+    if kind in VENDOR_KINDS:
+        vendor, timeout = vendor_options(reader, name, node, items)
+        return Destination(name=name, kind=kind, url=vendor.url, timeout=timeout, vendor=vendor)
     common = {"kind", "timeout"}
     url_keys = {"url", "url_env", "url_file"}
     allowed = {
@@ -326,12 +409,13 @@ def _destination(reader: _Reader, name: str, node: yaml.Node) -> Destination:
     if url is None and url_secret is None:
         raise reader.error(node, where, "missing 'url' (or url_env / url_file)")
     target = url if url is not None else url_secret.value if url_secret else ""
-    if kind != "apprise" and not target.startswith(("http://", "https://")):
+    unread = url_secret is not None and not reader.secrets  # a placeholder, not the URL
+    if kind != "apprise" and not unread and not target.startswith(("http://", "https://")):
         at = items.get("url") or items.get("url_env") or items.get("url_file")
         raise reader.error(
             at[1] if at else node, f"{where}.url", "expected an http:// or https:// URL"
         )
-    if kind == "apprise":
+    if kind == "apprise" and not unread:
         _check_apprise_url(reader, items, node, where, target)
     headers: dict[str, str] = {}
     if "headers" in items:
@@ -446,6 +530,47 @@ def _pattern(reader: _Reader, node: yaml.Node, where: str) -> re.Pattern[str]:
         raise reader.error(node, where, f"not a valid regular expression: {exc}") from None
 
 
+def _check_known(
+    reader: _Reader, node: yaml.Node, where: str, known: frozenset[str] | None
+) -> None:
+    """Warn for every value webhook.yaml's enum does not list (``*`` means any)."""
+    if not known:
+        return
+    for vnode, value in reader.items(node, where):
+        if not isinstance(value, str) or value == "*" or value in known:
+            continue
+        close = difflib.get_close_matches(value, sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        reader.warn(
+            vnode,
+            where,
+            f"{value!r} is not a value webhook.yaml knows{hint}; "
+            "this condition never matches until NinjaOne sends it",
+        )
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from ``90``, ``90s``, ``15m``, ``1h`` or ``2d``; None for ``none``/``off``.
+
+    :raises ValueError: naming the accepted forms.
+    """
+    if isinstance(value, str) and value.strip().lower() in ("none", "off"):
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and value.strip()[-1:].lower() in _DURATION_UNITS:
+        text = value.strip()
+        try:
+            seconds = float(text[:-1]) * _DURATION_UNITS[text[-1].lower()]
+        except ValueError:
+            seconds = -1.0
+    else:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"expected a duration (90s, 15m, 1h, 2d) or none, got {value!r}")
+    return seconds
+
+
 def _match(reader: _Reader, node: yaml.Node, where: str) -> Match:
     items = reader.mapping(node, where)
     reader.only(
@@ -476,6 +601,9 @@ def _match(reader: _Reader, node: yaml.Node, where: str) -> Match:
     def get(key: str) -> yaml.Node | None:
         return items[key][1] if key in items else None
 
+    for key, path in ENUM_KEYS.items():
+        if key in items:
+            _check_known(reader, items[key][1], f"{where}.{key}", KNOWN_VALUES.get(path))
     at = get("activityType")
     sc = get("statusCode")
     org = get("organization")
@@ -495,6 +623,22 @@ def _match(reader: _Reader, node: yaml.Node, where: str) -> Match:
     )
 
 
+def parse_match(value: Mapping[str, Any], where: str) -> Match:
+    """A match expression given as data (a silence's matchers), validated as a route's
+    ``match`` is.
+
+    :raises RoutesError: ``<where>.<key>: <cause>``.
+    """
+    reader = _Reader(where, {}, Path.cwd())
+    try:
+        node = yaml.compose(yaml.safe_dump(dict(value)))
+        assert node is not None  # a mapping's dump is never empty
+        return _match(reader, node, where)
+    except RoutesError as exc:
+        # The line of a YAML document made from data means nothing to its author.
+        raise RoutesError(re.sub(rf"^{re.escape(where)}(:\d+)?: ", "", str(exc))) from None
+
+
 def _route(
     reader: _Reader, index: int, node: yaml.Node, destinations: Mapping[str, Destination]
 ) -> Route:
@@ -502,7 +646,23 @@ def _route(
     items = reader.mapping(node, where)
     reader.only(
         items,
-        {"name", "match", "destinations", "once_per_alert", "resolved", "title", "template"},
+        {
+            "name",
+            "match",
+            "destinations",
+            "once_per_alert",
+            "resolved",
+            "ignore_maintenance",
+            "max_lateness",
+            "notify_resolved_late",
+            "wait",
+            "repeat",
+            "flapping",
+            "group_by",
+            "group_wait",
+            "title",
+            "template",
+        },
         where,
     )
     if "name" not in items:
@@ -542,17 +702,122 @@ def _route(
                 raise RoutesError(
                     f"{reader.path}:{line}: {where}.{key}: template error: {exc.message}"
                 ) from None
+    once_per_alert = (
+        reader.boolean(items["once_per_alert"][1], f"{where}.once_per_alert")
+        if "once_per_alert" in items
+        else True
+    )
+    for key in ("wait", "repeat"):
+        if key in items and not once_per_alert:
+            # Both act on the route's notice of an alert, which only once_per_alert keeps.
+            raise reader.error(items[key][0], f"{where}.{key}", "needs once_per_alert: true")
+    if "group_by" in items:
+        per_alert = [t for t in targets if destinations[t].kind in VENDOR_KINDS]
+        if per_alert:
+            # One grouped message stands for many alerts; these kinds keep one incident
+            # per alert (pagerduty, opsgenie) or one event per activity (SIEM kinds).
+            raise reader.error(
+                items["group_by"][0],
+                f"{where}.group_by",
+                f"cannot group for {', '.join(per_alert)} "
+                f"({destinations[per_alert[0]].kind} takes one alert or activity at a time); "
+                "send to it from a route without group_by",
+            )
     return Route(
         name=name,
         match=match,
         destinations=tuple(targets),
-        once_per_alert=reader.boolean(items["once_per_alert"][1], f"{where}.once_per_alert")
-        if "once_per_alert" in items
-        else True,
+        once_per_alert=once_per_alert,
         send_resolved=reader.boolean(items["resolved"][1], f"{where}.resolved")
         if "resolved" in items
         else True,
+        ignore_maintenance=reader.boolean(
+            items["ignore_maintenance"][1], f"{where}.ignore_maintenance"
+        )
+        if "ignore_maintenance" in items
+        else False,
+        max_lateness=_lateness(reader, items, where),
+        notify_resolved_late=reader.boolean(
+            items["notify_resolved_late"][1], f"{where}.notify_resolved_late"
+        )
+        if "notify_resolved_late" in items
+        else False,
+        wait=_duration(reader, items, where, "wait"),
+        repeat=_duration(reader, items, where, "repeat"),
+        flapping=_flapping(reader, items["flapping"][1], f"{where}.flapping")
+        if "flapping" in items
+        else None,
+        group_by=_group_by(reader, items, where),
+        group_wait=_duration(reader, items, where, "group_wait") or DEFAULT_GROUP_WAIT,
         title=templates.get("title"),
         template=templates.get("template"),
         line=node.start_mark.line + 1,
     )
+
+
+def _group_by(
+    reader: _Reader, items: dict[str, tuple[yaml.Node, yaml.Node]], where: str
+) -> tuple[str, ...]:
+    if "group_by" not in items:
+        if "group_wait" in items:
+            raise reader.error(items["group_wait"][0], f"{where}.group_wait", "needs group_by")
+        return ()
+    keys: list[str] = []
+    for node, value in reader.items(items["group_by"][1], f"{where}.group_by"):
+        if value not in GROUP_BY_KEYS:
+            raise reader.error(
+                node,
+                f"{where}.group_by",
+                f"unknown key {value!r} (one of {', '.join(GROUP_BY_KEYS)})",
+            )
+        if value not in keys:
+            keys.append(value)
+    if not keys:
+        raise reader.error(items["group_by"][1], f"{where}.group_by", "no key")
+    return tuple(keys)
+
+
+def _flapping(reader: _Reader, node: yaml.Node, where: str) -> Flapping:
+    items = reader.mapping(node, where)
+    reader.only(items, {"threshold", "window", "calm"}, where)
+    if "threshold" not in items:
+        raise reader.error(node, where, "missing 'threshold' (firings within the window)")
+    threshold = reader.number(items["threshold"][1], f"{where}.threshold")
+    if threshold != int(threshold) or threshold < 2:
+        raise reader.error(
+            items["threshold"][1],
+            f"{where}.threshold",
+            f"expected a whole number ≥ 2, got {threshold:g}",
+        )
+    window = _duration(reader, items, where, "window")
+    calm = _duration(reader, items, where, "calm")
+    return Flapping(
+        threshold=int(threshold),
+        window=window if window is not None else Flapping.window,
+        calm=calm if calm is not None else Flapping.calm,
+    )
+
+
+def _duration(
+    reader: _Reader, items: dict[str, tuple[yaml.Node, yaml.Node]], where: str, key: str
+) -> float | None:
+    if key not in items:
+        return None
+    node = items[key][1]
+    try:
+        return parse_duration(reader.scalar(node, f"{where}.{key}"))
+    except ValueError as exc:
+        raise reader.error(node, f"{where}.{key}", str(exc)) from None
+
+
+def _lateness(
+    reader: _Reader, items: dict[str, tuple[yaml.Node, yaml.Node]], where: str
+) -> float | None:
+    if "max_lateness" not in items:
+        return DEFAULT_MAX_LATENESS
+    node = items["max_lateness"][1]
+    value = reader.scalar(node, f"{where}.max_lateness")
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise reader.error(node, f"{where}.max_lateness", str(exc)) from None

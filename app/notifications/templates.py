@@ -84,18 +84,35 @@ ENVIRONMENT = SandboxedEnvironment(
     finalize=_finalize,
 )
 
-DEFAULT_TITLE = (
-    "{% if event == 'resolved' %}Resolved{% else %}"
-    "{{ activity.severity or activity.statusCode or activity.activityType }}{% endif %}: "
+# The title is "[STATE] stem": the stem (what and where) stays the same from the
+# notification to its "resolved" follow-up, so mail clients that thread by subject keep
+# them together, and the state stands in front, in brackets.
+DEFAULT_STEM = (
     "{{ activity.sourceName or activity.subject or activity.activityType }}"
     "{% if device.name %} on {{ device.name }}{% endif %}"
 )
+DEFAULT_TITLE = (
+    "[{% if event == 'resolved' %}RESOLVED{% elif event == 'reminder' %}REMINDER"
+    "{% elif flapping %}FLAPPING{% else %}"
+    "{{ activity.severity or activity.statusCode or activity.activityType }}{% endif %}] "
+    + DEFAULT_STEM
+)
 DEFAULT_TEXT = (
+    "{% if summary %}Triggered at {{ alert.triggeredAt }} and reset at {{ alert.resolvedAt }}, "
+    "before it could be notified: "
+    "{{ trigger.message or trigger.subject or activity.message or activity.subject }}"
+    "{% else %}"
     "{% if event == 'resolved' %}The condition reset"
     "{% if delivery.refersTo %} (resolves notification {{ delivery.refersTo }}){% endif %}: "
+    "{% elif event == 'reminder' %}Still open (reminder {{ reminder }}): "
+    "{% elif flapping %}Flapping: fired {{ flapping.firings }} times within "
+    "{{ flapping.window }}; quiet until it has not fired for {{ flapping.calm }}: "
     "{% endif %}"
     "{{ activity.message or activity.subject or activity.status or activity.statusCode }}"
+    "{% endif %}"
 )
+# The links every message carries when they are known: (label, key in context["links"]).
+LINK_LABELS = (("Dashboard", "alert"), ("NinjaOne", "device"))
 
 
 def compile_template(source: str) -> jinja2.Template:
@@ -116,6 +133,8 @@ class Message:
     event: str
     facts: tuple[tuple[str, str], ...]
     context: dict[str, Any]
+    # (label, URL): the alert on the dashboard, the device in NinjaOne.
+    links: tuple[tuple[str, str], ...] = ()
 
 
 def render(
@@ -144,10 +163,42 @@ def render(
         ("Activity", activity.get("id")),
         ("Alert", (context.get("alert") or {}).get("key")),
     ]
+    urls = context.get("links") or {}
     return Message(
         title=(title or _DEFAULT_TITLE).render(context).strip(),
         text=(template or _DEFAULT_TEXT).render({**context, _MARKUP_KEY: markup}).strip(),
         event=str(context.get("event") or "notify"),
         facts=tuple((name, str(value)) for name, value in facts if value not in (None, "")),
         context=context,
+        links=tuple((label, str(urls[key])) for label, key in LINK_LABELS if urls.get(key)),
+    )
+
+
+def render_group(messages: list[Message], markup: str = "plain") -> Message:
+    """One message for notifications a route groups (``group_by``): titled with how many
+    and where they have in common, its body listing each one's title.
+
+    Its context is the first notification's, with ``alert`` None and ``group``
+    (``count``, ``alerts``: each one's alert) added."""
+    first = messages[0]
+    shared: list[tuple[str, str]] = []
+    for label, key in (("Organization", "organization"), ("Location", "location")):
+        names = {str((m.context.get(key) or {}).get("name") or "") for m in messages}
+        if len(names) == 1 and "" not in names:
+            shared.append((label, names.pop()))
+    where = ", ".join(name for _label, name in shared)
+    title = f"[{len(messages)} alerts] " + (where or first.title.split("] ", 1)[-1])
+    return Message(
+        title=title,
+        text="\n".join("• " + escape(m.title, markup) for m in messages),
+        event="notify",
+        facts=(("Alerts", str(len(messages))), *shared),
+        context={
+            **first.context,
+            "alert": None,
+            "group": {
+                "count": len(messages),
+                "alerts": [m.context.get("alert") for m in messages],
+            },
+        },
     )

@@ -914,4 +914,13 @@ OPERATION_IDS: tuple[str, ...] = (
     'handlers.dashboard.static_file',
     'handlers.deliveries.list_deliveries',
     'handlers.deliveries.list_activity_deliveries',
+    'handlers.silences.list_silences',
+    'handlers.silences.create_silence',
+    'handlers.silences.get_silence',
+    'handlers.silences.expire_silence',
+    'handlers.silences.acknowledge_alert',
+    'handlers.silences.reset_alert',
+    'handlers.silences.retry_delivery',
+    'handlers.silences.list_operator_actions',
+    'handlers.dashboard.alert_action',
 )

@@ -113,6 +113,10 @@ def sync_rows(
     ids = [r["id"] for r in rows]
     stored = {r.id: r._mapping for r in conn.execute(sa.select(table).where(table.c.id.in_(ids)))}
     seen = {"deleted_at": None, "refreshed_at": now, "refreshed_by": by}
+    # id -> the row to write: one statement per column set (upsert_rows_if_newer), not
+    # one construct per row (the background fetch stores rows one by one, while ingest
+    # waits for the write lock on SQLite).
+    written: dict[int, dict[str, Any]] = {}
     for row in rows:
         before = stored.get(row["id"])
         if before is None:
@@ -130,7 +134,8 @@ def sync_rows(
             continue
         else:
             counts.updated += 1
-        upsert_if_newer(conn, table, {**row, "observed_at": now, "updated_at": now, **seen})
+        written[row["id"]] = {**row, "observed_at": now, "updated_at": now, **seen}
+    upsert_rows_if_newer(conn, table, list(written.values()))
     return counts
 
 

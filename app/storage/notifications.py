@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from app.storage.activities import dialect_insert
+from app.storage.activities import dialect_insert, insert_for
 from app.storage.metrics import add_to_counter
+from app.storage.prepared import Prepared
 from app.storage.tables import (
     deliveries,
     devices,
@@ -30,9 +31,16 @@ from app.storage.tables import (
 )
 
 PENDING, DELIVERING, DELIVERED, DEAD = "pending", "delivering", "delivered", "dead"
-STATUSES = (PENDING, DELIVERING, DELIVERED, DEAD)
+# Held back by a silence or a device's maintenance: recorded with the reason, never sent.
+SUPPRESSED = "suppressed"
+# Not sent because the alert's lifecycle had moved on (app.notifications.outbox's rules):
+# last_error says why. Terminal, like delivered.
+SKIPPED = "skipped"
+STATUSES = (PENDING, DELIVERING, DELIVERED, DEAD, SUPPRESSED, SKIPPED)
 UNFINISHED = (PENDING, DELIVERING)
-FINISHED = (DELIVERED, DEAD)
+FINISHED = (DELIVERED, DEAD, SKIPPED)
+# last_error of a "resolved" follow-up held as a dead letter with its notification.
+HELD_WITH_NOTIFICATION = "held: its notification is a dead letter (retrying it retries this too)"
 
 # How many deliveries are delivered or dead, by destination and kind, is kept in
 # ``metric_counters`` (row name FINISHED_COUNT), changed in the same transaction as
@@ -88,33 +96,56 @@ def enqueue(
     alert_key: str | None,
     refers_to: str | None,
     now: float,
+    suppressed_reason: str | None = None,
+    silence_id: int | None = None,
+    due_at: float | None = None,
+    group_key: str | None = None,
 ) -> str | None:
-    """Add a pending delivery; returns its uid, or None when it was enqueued already.
+    """Add a pending delivery, due at ``due_at`` (a route's wait) or ``now``; returns its
+    uid, or None when it was enqueued already.
 
-    The unique (activity, route, destination, event) constraint makes this idempotent.
+    With ``suppressed_reason`` the delivery is recorded as ``suppressed`` instead, which
+    no worker takes. The unique (activity, route, destination, event) constraint makes
+    this idempotent.
     """
     uid = str(uuid.uuid4())
-    stmt = (
-        dialect_insert(conn, deliveries)
-        .values(
-            uid=uid,
-            activity_id=activity_id,
-            route=route,
-            destination=destination,
-            kind=kind,
-            event=event,
-            alert_key=alert_key,
-            refers_to=refers_to,
-            status=PENDING,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing()
-        .returning(deliveries.c.uid)
+    # Ingest runs this for every route a new activity matches: see app.storage.prepared.
+    inserted = _ENQUEUE.execute(
+        conn,
+        {
+            "uid": uid,
+            "activity_id": activity_id,
+            "route": route,
+            "destination": destination,
+            "kind": kind,
+            "event": event,
+            "alert_key": alert_key,
+            "refers_to": refers_to,
+            "status": PENDING if suppressed_reason is None else SUPPRESSED,
+            "suppressed_reason": suppressed_reason,
+            "silence_id": silence_id,
+            "group_key": group_key,
+            "attempts": 0,
+            "next_attempt_at": now if due_at is None else due_at,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
-    return conn.execute(stmt).scalar()
+    return str(inserted[0]["uid"]) if inserted else None
+
+
+def _enqueue_statement(dialect: str) -> Any:
+    return insert_for(dialect, deliveries).on_conflict_do_nothing().returning(deliveries.c.uid)
+
+
+def _open_notice_statement(dialect: str) -> Any:
+    return (
+        insert_for(dialect, route_notices).on_conflict_do_nothing().returning(route_notices.c.route)
+    )
+
+
+_ENQUEUE = Prepared(_enqueue_statement)
+_OPEN_NOTICE = Prepared(_open_notice_statement)
 
 
 def _not_older(time_column: Any, activity_time: float | None) -> sa.ColumnElement[bool]:
@@ -140,21 +171,20 @@ def open_route_notice(
     concurrent repeats never both notify.
     """
     a = route_notices.c
-    inserted = conn.execute(
-        dialect_insert(conn, route_notices)
-        .values(
-            route=route,
-            alert_key=alert_key,
-            state="open",
-            opened_activity_id=activity_id,
-            opened_at=now,
-            repeats=0,
-            state_activity_time=activity_time,
-        )
-        .on_conflict_do_nothing()
-        .returning(a.route)
-    ).first()
-    if inserted is not None:
+    inserted = _OPEN_NOTICE.execute(
+        conn,
+        {
+            "route": route,
+            "alert_key": alert_key,
+            "state": "open",
+            "opened_activity_id": activity_id,
+            "opened_at": now,
+            "repeats": 0,
+            "reminders": 0,
+            "state_activity_time": activity_time,
+        },
+    )
+    if inserted:
         return True
     reopened = conn.execute(
         sa.update(route_notices)
@@ -172,6 +202,8 @@ def open_route_notice(
             resolved_at=None,
             repeats=0,
             state_activity_time=activity_time,
+            remind_at=None,
+            reminders=0,
         )
     )
     if reopened.rowcount:
@@ -215,6 +247,7 @@ def resolve_route_notice(
             resolved_activity_id=activity_id,
             resolved_at=now,
             state_activity_time=activity_time,
+            remind_at=None,
         )
         .returning(a.opened_activity_id)
     ).scalar()
@@ -252,16 +285,67 @@ def notification_uid(
     ).scalar()
 
 
-def claim(conn: Connection, *, now: float, lease: float, holder: str, limit: int) -> list[Row[Any]]:
+def hold_resolved_of_dead(conn: Connection, now: float) -> int:
+    """Make every pending "resolved" follow-up whose notification is a dead letter a dead
+    letter too (``HELD_WITH_NOTIFICATION``); returns how many.
+
+    A follow-up must never reach a destination that did not get its notification, and
+    a follow-up left pending behind a dead letter would wait for ever (and count as
+    backlog). Retrying the notification retries the follow-up with it (:func:`requeue`).
+    """
+    c = deliveries.c
+    original = deliveries.alias("original")
+    waiting = sa.and_(
+        c.status == PENDING,
+        c.refers_to.is_not(None),
+        sa.exists().where(original.c.uid == c.refers_to, original.c.status == DEAD),
+    )
+    candidates = sa.select(c.id).where(waiting)
+    if conn.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    held = conn.execute(
+        sa.update(deliveries)
+        .where(c.id.in_(candidates.scalar_subquery()), waiting)
+        .values(
+            status=DEAD,
+            updated_at=now,
+            lease_expires_at=None,
+            last_error=HELD_WITH_NOTIFICATION,
+            last_status_code=None,
+        )
+        .returning(c.destination, c.kind, c.status)
+    ).all()
+    count_finished(conn, held, 1)
+    return len(held)
+
+
+def claim(
+    conn: Connection,
+    *,
+    now: float,
+    lease: float,
+    holder: str,
+    limit: int,
+    group_waits: Mapping[str, float] | None = None,
+) -> list[Row[Any]]:
     """Take up to ``limit`` due deliveries for ``holder`` until ``now + lease``.
 
-    A "resolved" follow-up is not due while its original notification is pending or
-    in flight.
+    A grouped notification (``group_key`` set) is due only as the first pending one of its
+    route, destination and group; it is taken with the rest of its group that are
+    pending and due within the route's group wait (``group_waits``), in this
+    transaction, so racing workers never split a group.
+
+    A "resolved" follow-up is not due while its notification is pending, in flight or a
+    dead letter (:func:`hold_resolved_of_dead` runs first and makes it a dead letter too):
+    a destination never hears of the reset before the notification. Once the
+    notification is finished otherwise (delivered, skipped, suppressed), the worker
+    decides what the follow-up does (app.notifications.outbox).
 
     On PostgreSQL the candidate rows are locked with ``FOR UPDATE SKIP LOCKED``, so
     concurrent workers on any host take disjoint sets without waiting on each other.
     SQLite has one writer at a time, which makes the same UPDATE atomic there.
     """
+    hold_resolved_of_dead(conn, now)
     c = deliveries.c
     original = deliveries.alias("original")
     due = sa.and_(
@@ -269,15 +353,14 @@ def claim(conn: Connection, *, now: float, lease: float, holder: str, limit: int
             sa.and_(c.status == PENDING, c.next_attempt_at <= now),
             sa.and_(c.status == DELIVERING, c.lease_expires_at < now),
         ),
-        # A "resolved" follow-up waits while the notification it refers to is still
-        # on its way, so a destination never hears of the reset first.
         sa.or_(
             c.refers_to.is_(None),
             ~sa.exists().where(
                 original.c.uid == c.refers_to,
-                original.c.status.in_([PENDING, DELIVERING]),
+                original.c.status.in_([PENDING, DELIVERING, DEAD]),
             ),
         ),
+        sa.or_(c.group_key.is_(None), ~_earlier_in_group(c)),
     )
     candidates = sa.select(c.id).where(due).order_by(c.next_attempt_at, c.id).limit(limit)
     if conn.dialect.name == "postgresql":
@@ -294,7 +377,157 @@ def claim(conn: Connection, *, now: float, lease: float, holder: str, limit: int
         )
         .returning(*deliveries.c)
     )
-    return list(conn.execute(stmt).all())
+    taken = list(conn.execute(stmt).all())
+    if group_waits:
+        for leader in list(taken):
+            wait = group_waits.get(leader.route)
+            if leader.group_key is not None and leader.event == "notify" and wait is not None:
+                taken.extend(_claim_group(conn, leader, now + wait, now, lease, holder))
+    return taken
+
+
+def _earlier_in_group(c: Any) -> sa.Exists:
+    """A pending notification of the same route, destination and group that comes first."""
+    sibling = deliveries.alias("sibling")
+    s = sibling.c
+    return sa.exists().where(
+        s.group_key == c.group_key,
+        s.status == PENDING,
+        s.route == c.route,
+        s.destination == c.destination,
+        s.event == "notify",
+        sa.or_(
+            s.next_attempt_at < c.next_attempt_at,
+            sa.and_(s.next_attempt_at == c.next_attempt_at, s.id < c.id),
+        ),
+    )
+
+
+def _claim_group(
+    conn: Connection, leader: Row[Any], due_by: float, now: float, lease: float, holder: str
+) -> list[Row[Any]]:
+    """Take the pending notifications of ``leader``'s group that are due by ``due_by``."""
+    c = deliveries.c
+    where = sa.and_(
+        c.group_key == leader.group_key,
+        c.status == PENDING,
+        c.route == leader.route,
+        c.destination == leader.destination,
+        c.event == "notify",
+        c.next_attempt_at <= due_by,
+    )
+    candidates = sa.select(c.id).where(where)
+    if conn.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    return list(
+        conn.execute(
+            sa.update(deliveries)
+            .where(c.id.in_(candidates.scalar_subquery()), where)
+            .values(
+                status=DELIVERING,
+                attempts=c.attempts + 1,
+                lease_expires_at=now + lease,
+                leased_by=holder,
+                updated_at=now,
+            )
+            .returning(*deliveries.c)
+        ).all()
+    )
+
+
+def notification_of(conn: Connection, uid: str) -> Row[Any] | None:
+    """The outbox row with public id ``uid`` (a follow-up's notification), or None."""
+    return conn.execute(sa.select(deliveries).where(deliveries.c.uid == uid)).first()
+
+
+def route_notice(conn: Connection, route: str, alert_key: str) -> Row[Any] | None:
+    """The route's notice of an alert (state, opened_activity_id, …), or None."""
+    a = route_notices.c
+    return conn.execute(
+        sa.select(route_notices).where(a.route == route, a.alert_key == alert_key)
+    ).first()
+
+
+def arm_reminder(
+    conn: Connection, route: str, alert_key: str, activity_id: int, remind_at: float
+) -> None:
+    """Make the first reminder of the route's open alert (opened by ``activity_id``) due
+    at ``remind_at``, unless one is due already (another destination was notified first)."""
+    a = route_notices.c
+    conn.execute(
+        sa.update(route_notices)
+        .where(
+            a.route == route,
+            a.alert_key == alert_key,
+            a.state == "open",
+            a.opened_activity_id == activity_id,
+            a.remind_at.is_(None),
+        )
+        .values(remind_at=remind_at)
+    )
+
+
+def due_reminders(conn: Connection, routes: Sequence[str], now: float, limit: int) -> list[Any]:
+    """Open notices of ``routes`` whose reminder is due (route, alert_key,
+    opened_activity_id, remind_at, reminders), through the index on remind_at."""
+    a = route_notices.c
+    return list(
+        conn.execute(
+            sa.select(a.route, a.alert_key, a.opened_activity_id, a.remind_at, a.reminders)
+            .where(a.remind_at <= now, a.state == "open", a.route.in_(list(routes)))
+            .order_by(a.remind_at)
+            .limit(limit)
+        ).all()
+    )
+
+
+def take_reminder(
+    conn: Connection, route: str, alert_key: str, due: float, next_at: float
+) -> int | None:
+    """Move a due reminder (due at ``due``) on to ``next_at``; returns its number, or None
+    when another worker took it first or the alert was resolved meanwhile."""
+    a = route_notices.c
+    return conn.execute(
+        sa.update(route_notices)
+        .where(a.route == route, a.alert_key == alert_key, a.state == "open", a.remind_at == due)
+        .values(remind_at=next_at, reminders=a.reminders + 1)
+        .returning(a.reminders)
+    ).scalar()
+
+
+def delivered_notifications(conn: Connection, activity_id: int, route: str) -> list[Any]:
+    """The route's delivered notifications of an activity (destination, kind, uid)."""
+    c = deliveries.c
+    return list(
+        conn.execute(
+            sa.select(c.destination, c.kind, c.uid).where(
+                c.activity_id == activity_id,
+                c.route == route,
+                c.event == "notify",
+                c.status == DELIVERED,
+            )
+        ).all()
+    )
+
+
+def mark_skipped(conn: Connection, delivery_id: int, holder: str, now: float, reason: str) -> bool:
+    """Record that a claimed delivery is not to be sent (``reason`` says why); False when
+    the lease had passed to another worker meanwhile."""
+    c = deliveries.c
+    changed = conn.execute(
+        sa.update(deliveries)
+        .where(c.id == delivery_id, c.leased_by == holder, c.status == DELIVERING)
+        .values(
+            status=SKIPPED,
+            updated_at=now,
+            lease_expires_at=None,
+            last_error=reason,
+            last_status_code=None,
+        )
+        .returning(c.destination, c.kind, c.status)
+    ).all()
+    count_finished(conn, changed, 1)
+    return bool(changed)
 
 
 def _finished_labels(destination: str, kind: str, status: str) -> str:
@@ -452,27 +685,37 @@ def requeue(conn: Connection, flt: NotificationFilter, now: float) -> int:
     """Make matching deliveries pending again, now, with a fresh attempt budget.
 
     A re-sent delivery keeps its uid: it is the same message, so a destination that
-    received it already can recognise it.
+    received it already can recognise it. A notification's "resolved" follow-ups that
+    are dead letters come back with it (they were held with it, or failed on their
+    own), so a retried notification is never left without its follow-up.
     """
     c = deliveries.c
     requeued = 0
-    # One statement per finished status, so each knows the status its rows leave.
-    for status in FINISHED:
-        rows = conn.execute(
-            sa.update(deliveries)
-            .where(*flt.where(), c.status == status)
-            .values(
-                status=PENDING,
-                attempts=0,
-                next_attempt_at=now,
-                lease_expires_at=None,
-                leased_by=None,
-                updated_at=now,
-            )
-            .returning(c.destination, c.kind)
-        ).all()
-        count_finished(conn, [(r[0], r[1], status) for r in rows], -1)
-        requeued += len(rows)
+    notifications: list[str] = []
+    wheres: list[list[sa.ColumnElement[bool]]] = [flt.where()]
+    while wheres:
+        where = wheres.pop()
+        # One statement per finished status, so each knows the status its rows leave.
+        for status in FINISHED:
+            rows = conn.execute(
+                sa.update(deliveries)
+                .where(*where, c.status == status)
+                .values(
+                    status=PENDING,
+                    attempts=0,
+                    next_attempt_at=now,
+                    lease_expires_at=None,
+                    leased_by=None,
+                    updated_at=now,
+                )
+                .returning(c.destination, c.kind, c.uid, c.refers_to)
+            ).all()
+            count_finished(conn, [(r[0], r[1], status) for r in rows], -1)
+            requeued += len(rows)
+            notifications.extend(r[2] for r in rows if r[3] is None)
+        if notifications:
+            wheres.append([c.refers_to.in_(notifications), c.status == DEAD])
+            notifications = []
     return requeued
 
 

@@ -8,7 +8,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from app.storage.notifications import count_finished
+from app.storage.notifications import (
+    DEAD,
+    DELIVERED,
+    SKIPPED,
+    SUPPRESSED,
+    UNFINISHED,
+    count_finished,
+)
 from app.storage.tables import (
     activities,
     alert_activities,
@@ -18,9 +25,9 @@ from app.storage.tables import (
     route_notices,
 )
 
-# Outbox statuses (app.storage.notifications): only finished deliveries are ever pruned.
-_UNFINISHED = ("pending", "delivering")
-_DELIVERED, _DEAD = "delivered", "dead"
+# Rows the worker will never send again: gone with their activity. A dead letter is
+# the exception, kept while an operator may still retry it.
+_SETTLED = (DELIVERED, SKIPPED, SUPPRESSED)
 
 
 def _keeps_open_alert() -> sa.ColumnElement[bool]:
@@ -38,20 +45,21 @@ def _keeps_outbox_work(dead_letter_cutoff: float | None) -> sa.ColumnElement[boo
     flight, or is a dead letter that died at or after ``dead_letter_cutoff`` (an operator
     may still retry it, and the worker renders the message from the stored activity)."""
     d = deliveries.c
-    needed: sa.ColumnElement[bool] = d.status.in_(_UNFINISHED)
+    needed: sa.ColumnElement[bool] = d.status.in_(UNFINISHED)
     if dead_letter_cutoff is not None:
-        needed = sa.or_(needed, sa.and_(d.status == _DEAD, d.updated_at >= dead_letter_cutoff))
+        needed = sa.or_(needed, sa.and_(d.status == DEAD, d.updated_at >= dead_letter_cutoff))
     return sa.select(d.id).where(d.activity_id == activities.c.id, needed).exists()
 
 
 def _finished(dead_letter_cutoff: float | None) -> sa.ColumnElement[bool]:
-    """True for a delivery retention may delete once its activity is gone: delivered, or
-    a dead letter that died before ``dead_letter_cutoff`` (None: every dead letter)."""
+    """True for a delivery retention may delete once its activity is gone: delivered,
+    skipped or suppressed, or a dead letter that died before ``dead_letter_cutoff``
+    (None: every dead letter)."""
     d = deliveries.c
-    dead: sa.ColumnElement[bool] = d.status == _DEAD
+    dead: sa.ColumnElement[bool] = d.status == DEAD
     if dead_letter_cutoff is not None:
         dead = sa.and_(dead, d.updated_at < dead_letter_cutoff)
-    return sa.or_(d.status == _DELIVERED, dead)
+    return sa.or_(d.status.in_(_SETTLED), dead)
 
 
 @dataclass(frozen=True)

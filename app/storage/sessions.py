@@ -10,11 +10,25 @@ from sqlalchemy.engine import Connection, Row
 from app.storage.tables import dashboard_sessions as sessions
 
 
-def insert_session(conn: Connection, id_hash: str, now: float, expires_at: float) -> None:
-    """Store a new session (by the hash of its id)."""
+def insert_session(
+    conn: Connection,
+    id_hash: str,
+    now: float,
+    expires_at: float,
+    *,
+    role: str = "read",
+    actor: str | None = None,
+) -> None:
+    """Store a new session (by the hash of its id), with the role and label of the token
+    it logged in with."""
     conn.execute(
         sa.insert(sessions).values(
-            id_hash=id_hash, created_at=now, last_seen_at=now, expires_at=expires_at
+            id_hash=id_hash,
+            created_at=now,
+            last_seen_at=now,
+            expires_at=expires_at,
+            role=role,
+            actor=actor,
         )
     )
 

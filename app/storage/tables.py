@@ -285,6 +285,14 @@ deliveries = sa.Table(
     sa.Column("delivered_at", sa.Float, nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("last_status_code", sa.Integer, nullable=True),
+    # Why a ``suppressed`` delivery was never sent (a silence, the device's maintenance),
+    # and the silence that matched (migration 0009).
+    sa.Column("suppressed_reason", sa.Text, nullable=True),
+    sa.Column("silence_id", sa.Integer, nullable=True),
+    # A route's group_by values of the alert (NULL: the route does not group); pending
+    # notifications of one route, destination and group go out as one (migration 0010).
+    sa.Column("group_key", sa.String(300), nullable=True),
+    sa.Index("ix_deliveries_group_key", "group_key", "status"),
     # One delivery per activity, route, destination and event: enqueueing is idempotent.
     sa.UniqueConstraint("activity_id", "route", "destination", "event"),
     sa.UniqueConstraint("uid"),
@@ -307,6 +315,27 @@ route_notices = sa.Table(
     # activityTime of the activity that set ``state``: a late delivery of an older
     # TRIGGERED does not reopen an alert that a newer RESET closed.
     sa.Column("state_activity_time", sa.Float, nullable=True),
+    # When the open alert's next reminder is due (a route's ``repeat``), and how many
+    # went out (migration 0010).
+    sa.Column("remind_at", sa.Float, nullable=True),
+    sa.Column("reminders", sa.Integer, nullable=False, server_default="0"),
+    sa.Index("ix_delivery_alerts_remind_at", "remind_at"),
+)
+
+# Conditions (a device and a condition's sourceConfigUid) the delivery worker found
+# flapping: they notify once and stay quiet until calm (migration 0010).
+flapping_conditions = sa.Table(
+    "flapping_conditions",
+    metadata,
+    sa.Column("route", sa.String(200), primary_key=True),
+    sa.Column("device_id", sa.BigInteger, primary_key=True),
+    sa.Column("source_config_uid", sa.String(200), primary_key=True),
+    sa.Column("flapping_since", sa.Float, nullable=False),
+    # The firing whose notification said the condition flaps (one per destination).
+    sa.Column("marked_activity_id", sa.BigInteger, nullable=False),
+    # The last firing plus the route's calm: a firing after it notifies again.
+    sa.Column("quiet_until", sa.Float, nullable=False),
+    sa.Column("firings", sa.Integer, nullable=False, server_default="0"),
 )
 
 dashboard_sessions = sa.Table(
@@ -318,5 +347,47 @@ dashboard_sessions = sa.Table(
     sa.Column("last_seen_at", sa.Float, nullable=False),
     # created_at + NINJAHOOK_SESSION_MAX: the absolute limit.
     sa.Column("expires_at", sa.Float, nullable=False),
+    # "read" or "operator": the kind of token the session logged in with, and that
+    # token's label (who operator actions are recorded under). Migration 0009.
+    sa.Column("role", sa.String(16), nullable=True),
+    sa.Column("actor", sa.String(200), nullable=True),
     sa.Index("ix_dashboard_sessions_expires_at", "expires_at"),
+)
+
+# --- silences and operator actions (issue 14, migration 0009) ---------------------------
+
+# An operator's silence: activities its matchers match between starts_at and ends_at
+# are stored and shown, and their notifications recorded as suppressed. Expiring a
+# silence sets ends_at to the time of expiry (as Alertmanager does).
+silences = sa.Table(
+    "silences",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # JSON: route-match keys (app.notifications.routes) plus sourceConfigUid and alertKey.
+    sa.Column("matchers", sa.Text, nullable=False),
+    sa.Column("starts_at", sa.Float, nullable=False),
+    sa.Column("ends_at", sa.Float, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("comment", sa.Text, nullable=False),
+    sa.Column("expired_at", sa.Float, nullable=True),
+    sa.Column("expired_by", sa.String(200), nullable=True),
+    # The active silences are those with ends_at in the future: one range read.
+    sa.Index("ix_silences_ends_at", "ends_at"),
+)
+
+# Who did what and when: every operator action (silence, expire, acknowledge, reset,
+# retry), with the label of the token it was done with.
+operator_actions = sa.Table(
+    "operator_actions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(40), nullable=False),
+    sa.Column("alert_key", sa.String(300), nullable=True),
+    # What the action was about besides an alert: a silence id, a delivery id.
+    sa.Column("target", sa.String(300), nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Index("ix_operator_actions_alert_key_id", "alert_key", "id"),
 )

@@ -41,6 +41,7 @@ import connexion.apps.flask
 import connexion.context
 import connexion.lifecycle
 import connexion.middleware.request_validation
+import connexion.middleware.routing
 import connexion.operations
 import connexion.security
 import connexion.utils
@@ -49,6 +50,7 @@ from connexion import FlaskApp
 from connexion.decorators import FlaskDecorator
 from connexion.jsonifier import Jsonifier
 from connexion.middleware.abstract import ROUTING_CONTEXT
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 # The versions this module was written against; the tests check both.
@@ -148,6 +150,35 @@ _original_validate_mime_type: Callable[[Any, str], None] = (
 )
 
 
+class _OperationsOfPath:
+    """Every method of one path behind one Starlette route, so that a 405 names them all
+    in ``Allow`` (Connexion adds a route per method, and Starlette answers a method a
+    path lacks from the first route of that path only)."""
+
+    def __init__(self) -> None:
+        self.operations: dict[str, ASGIApp] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        operation = self.operations.get(method) or self.operations["GET"]  # HEAD
+        await operation(scope, receive, send)
+
+
+def _add_operation_by_path(
+    self: Any, method: str, path: str, operation: ASGIApp, name: str | None = None
+) -> None:
+    routes = self.router.routes
+    for index, route in enumerate(routes):
+        if isinstance(route, Route) and route.path == path:
+            assert isinstance(route.endpoint, _OperationsOfPath)
+            route.endpoint.operations[method.upper()] = operation
+            routes[index] = Route(path, route.endpoint, methods=list(route.endpoint.operations))
+            return
+    by_path = _OperationsOfPath()
+    by_path.operations[method.upper()] = operation
+    self.router.add_route(path, by_path, methods=[method])
+
+
 def install() -> None:
     """Apply the class-level tunings once per process (idempotent).
 
@@ -169,6 +200,7 @@ def install() -> None:
     connexion.operations.OpenAPIOperation.body_definition = _cached_body_definition
     validation_operation = connexion.middleware.request_validation.RequestValidationOperation
     validation_operation.validate_mime_type = _validate_mime_type_once
+    connexion.middleware.routing.RoutingAPI._add_operation_internal = _add_operation_by_path
     _installed = True
 
 

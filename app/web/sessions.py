@@ -18,6 +18,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from app.state import AppState
 from app.storage import sessions as store
@@ -41,7 +42,16 @@ def new_random() -> str:
     return secrets.token_urlsafe(32)
 
 
-def start_session(state: AppState) -> str:
+@dataclass(frozen=True)
+class SessionIdentity:
+    """Who a live session is: the role of the token it logged in with (``read`` or
+    ``operator``) and, for an operator, the token's label."""
+
+    role: str
+    actor: str | None
+
+
+def start_session(state: AppState, role: str = "read", actor: str | None = None) -> str:
     """Store a new session and return its id (for the cookie); expired ones are purged."""
     session_id = new_random()
     now = clock()
@@ -49,31 +59,39 @@ def start_session(state: AppState) -> str:
     expires_at = now + config.session_max if config.session_max else float("inf")
     with state.db.begin() as conn:
         store.delete_expired_sessions(conn, now, config.session_idle)
-        store.insert_session(conn, _hash(session_id), now, min(expires_at, 1e18))
+        store.insert_session(
+            conn, _hash(session_id), now, min(expires_at, 1e18), role=role, actor=actor
+        )
     return session_id
 
 
 def session_valid(state: AppState, session_id: str) -> bool:
     """Whether ``session_id`` is a live session; records its use. A session found past
     a limit is deleted."""
+    return session_identity(state, session_id) is not None
+
+
+def session_identity(state: AppState, session_id: str) -> SessionIdentity | None:
+    """Who the live session ``session_id`` is (None when it is not live); records its
+    use. A session found past a limit is deleted."""
     if not session_id or len(session_id) > 200:
-        return False
+        return None
     id_hash = _hash(session_id)
     now = clock()
     idle = state.config.session_idle
     with state.db.connect() as conn:
         row = store.get_session(conn, id_hash)
     if row is None:
-        return False
+        return None
     if now >= row.expires_at or (idle and now - row.last_seen_at >= idle):
         with state.db.begin() as conn:
             store.delete_session(conn, id_hash)
-        return False
+        return None
     interval = min(TOUCH_INTERVAL, idle / 10) if idle else TOUCH_INTERVAL
     if now - row.last_seen_at >= interval:
         with state.db.begin() as conn:
             store.touch_session(conn, id_hash, now)
-    return True
+    return SessionIdentity(role=row.role or "read", actor=row.actor)
 
 
 def end_session(state: AppState, session_id: str) -> bool:

@@ -26,6 +26,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from connexion.exceptions import BadRequestProblem, UnsupportedMediaTypeProblem
+from connexion.middleware.abstract import ROUTING_CONTEXT
 from connexion.utils import is_null, is_nullable
 from connexion.validators import AbstractRequestBodyValidator, ParameterValidator
 from jsonschema import Draft4Validator, ValidationError
@@ -91,6 +92,9 @@ class DeliveryBodyValidator(AbstractRequestBodyValidator):
             payload = parse_json_object(raw)
             validate_payload(self._validate_fn, payload)
         except InvalidBody as exc:
+            if not _is_delivery(scope):
+                # An operator's request (POST /silences) is no delivery from NinjaOne.
+                raise BadRequestProblem(detail=exc.detail) from None
             content_type = MutableHeaders(scope=scope).get("content-type")
             state.rejection = Rejection(
                 reason=exc.detail,
@@ -116,6 +120,15 @@ class DeliveryBodyValidator(AbstractRequestBodyValidator):
             if k not in (b"content-length", b"transfer-encoding")
         ] + [(b"content-length", str(len(raw)).encode())]
         return _replay(raw, receive), new_scope
+
+
+# The operation whose invalid bodies are kept as rejected deliveries.
+DELIVERY_OPERATION = "handlers.ingest.receive_activity"
+
+
+def _is_delivery(scope: Scope) -> bool:
+    routing = scope.get("extensions", {}).get(ROUTING_CONTEXT) or {}
+    return bool(routing.get("operation_id") == DELIVERY_OPERATION)
 
 
 async def _body_chunks(receive: Receive) -> AsyncGenerator[bytes, None]:

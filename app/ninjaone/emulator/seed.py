@@ -89,6 +89,13 @@ class World:
     organizations: list[dict[str, Any]]
     locations: list[dict[str, Any]]
     devices: list[dict[str, Any]]
+    # The largest device id handed out so far (0: take it from ``devices``).
+    last_device_id: int = 0
+
+    def new_device_id(self) -> int:
+        """An id no device of this tenant has had (NinjaOne never reuses one)."""
+        self.last_device_id = max([self.last_device_id, *(d["id"] for d in self.devices)]) + 1
+        return self.last_device_id
 
     def organization(self, org_id: int) -> dict[str, Any]:
         return next(o for o in self.organizations if o["id"] == org_id)

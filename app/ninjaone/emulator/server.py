@@ -8,6 +8,7 @@ import random
 import secrets
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,6 +97,9 @@ class Emulator:
         self.deliveries: list[Delivery] = []
         self.token_requests = 0
         self.api_requests: list[str] = []
+        # The uids of the alerts reset through the API (DELETE /v2/alert/{uid} or
+        # POST /v2/alert/{uid}/reset), in order; with the body of a POST reset.
+        self.alert_resets: list[tuple[str, Any]] = []
         self._tokens: set[str] = set()
         self._faults: deque[Fault] = deque()
         self._http = httpx.Client(timeout=10)
@@ -269,6 +273,96 @@ class Emulator:
 
         return self._emit(change)
 
+    def create_device(
+        self, location_id: int, name: str, node_class: str = "WINDOWS_WORKSTATION"
+    ) -> dict[str, Any]:
+        """Enrol a new device in a location and send ``NODE_CREATED`` (its ``deviceId`` is
+        the new device's id, never one the tenant had before)."""
+
+        def change() -> dict[str, Any]:
+            location = self.world.location(location_id)
+            now = round(time.time(), 3)
+            device_id = self.world.new_device_id()
+            self.world.devices.append(
+                {
+                    "id": device_id,
+                    "organizationId": location["organizationId"],
+                    "locationId": location_id,
+                    "nodeClass": node_class,
+                    "nodeRoleId": 1,
+                    "rolePolicyId": 10,
+                    "approvalStatus": "APPROVED",
+                    "offline": False,
+                    "displayName": name,
+                    "systemName": name,
+                    "dnsName": f"{name.lower()}.local",
+                    "netbiosName": name[:15],
+                    "created": now,
+                    "lastContact": now,
+                    "lastUpdate": now,
+                    "tags": [],
+                    "fields": {},
+                }
+            )
+            return self.stream.system_event(
+                "NODE_CREATED", f"{name} was created", device_id=device_id
+            )
+
+        return self._emit(change)
+
+    def reject_device(
+        self, device_id: int, status: str = "NODE_REGISTRATION_REJECTED"
+    ) -> dict[str, Any]:
+        """Reject a device (``status``: ``NODE_REGISTRATION_REJECTED``,
+        ``NODE_MANUALLY_REJECTED`` or ``NODE_AUTOMATICALLY_REJECTED``) and send that
+        event; a rejected device is not managed, so the API answers 404 for it."""
+
+        def change() -> dict[str, Any]:
+            device = self._device(device_id)
+            self.world.devices.remove(device)
+            self.stream.drop_device(device_id)
+            return self.stream.system_event(
+                status, f"{device['displayName']} was rejected", device_id=device_id
+            )
+
+        return self._emit(change)
+
+    def _remove_devices(self, keep: Callable[[dict[str, Any]], bool]) -> None:
+        for device in [d for d in self.world.devices if not keep(d)]:
+            self.world.devices.remove(device)
+            self.stream.drop_device(device["id"])
+
+    def delete_organization(self, organization_id: int) -> dict[str, Any]:
+        """Delete an organization with its locations and devices and send
+        ``CLIENT_DELETED`` (which names no id; no event for each device)."""
+
+        def change() -> dict[str, Any]:
+            org = self.world.organization(organization_id)
+            self.world.organizations.remove(org)
+            self.world.locations[:] = [
+                loc for loc in self.world.locations if loc["organizationId"] != organization_id
+            ]
+            self._remove_devices(lambda d: d["organizationId"] != organization_id)
+            return self.stream.system_event(
+                "CLIENT_DELETED", f"Organization {org['name']} was deleted"
+            )
+
+        return self._emit(change)
+
+    def delete_location(self, location_id: int) -> dict[str, Any]:
+        """Delete a location with its devices and send ``LOCATION_DELETED`` (which names
+        no id; no event for each device)."""
+
+        def change() -> dict[str, Any]:
+            location = self.world.location(location_id)
+            self.world.locations.remove(location)
+            self._remove_devices(lambda d: d["locationId"] != location_id)
+            return self.stream.system_event(
+                "LOCATION_DELETED", f"Location {location['name']} was deleted"
+            )
+
+        return self._emit(change)
+
     def _payload(self, webhook: dict[str, Any], activity: dict[str, Any]) -> dict[str, Any]:
         payload = dict(activity)
         expand = set(webhook.get("expand") or [])
@@ -342,6 +436,8 @@ class Emulator:
                     methods=["GET"],
                 ),
                 Route("/api/v2/activities", self._activities, methods=["GET"]),
+                Route("/api/v2/alert/{uid}", self._alert_reset, methods=["DELETE"]),
+                Route("/api/v2/alert/{uid}/reset", self._alert_reset, methods=["POST"]),
             ]
         )
 
@@ -423,6 +519,26 @@ class Emulator:
             return denied
         with self._lock:
             self.webhook = None
+        return Response(status_code=204)
+
+    async def _alert_reset(self, request: Request) -> Response:
+        denied = await self._guard(request)
+        if denied is not None:
+            return denied
+        uid = request.path_params["uid"]
+        try:
+            uuid.UUID(uid)
+        except ValueError:
+            return JSONResponse({"resultCode": "BAD_REQUEST", "error": "uid is not a UUID"}, 400)
+        data: Any = None
+        if request.method == "POST":
+            raw = await request.body()
+            try:
+                data = json.loads(raw) if raw else None
+            except ValueError:
+                return JSONResponse({"resultCode": "BAD_REQUEST", "error": "invalid JSON"}, 400)
+        with self._lock:
+            self.alert_resets.append((uid, data))
         return Response(status_code=204)
 
     async def _list(self, request: Request, items: list[dict[str, Any]]) -> Response:

@@ -29,13 +29,15 @@ from app.activities import reads
 from app.alerts import service as alerts
 from app.config import Config
 from app.ninjaone import client as ninjaone
+from app.notifications import flapping as flapping_reads
 from app.notifications import reads as delivery_service
+from app.silences import operator
 from app.state import AppState
 from app.storage import activities as activity_store
 from app.storage import entities as entity_store
 from app.storage.alerts import SEVERITY_RANK, AlertFilter
-from app.storage.notifications import NotificationFilter
 from app.timeparse import is_time, raw_number
+from app.web.dashboard.charts import chart_views
 from app.web.dashboard.status import status_panel
 
 HERE = Path(__file__).parent
@@ -47,6 +49,8 @@ RECENT_ACTIVITIES = 30
 OPEN_ALERTS_PAGE = 100
 REJECTED_SHOWN = 5
 DEAD_LETTERS_SHOWN = 50
+# The alert page's "silence this condition on this device for …" buttons.
+SILENCE_DURATIONS = ("1h", "4h", "1d")
 _FORM_CONTEXT = b"ninjahook-dashboard-form-v1"
 # The filter offers a list of organizations up to this many (a number field beyond).
 ORGANIZATIONS_LISTED = 500
@@ -198,6 +202,7 @@ def _live_context(state: AppState, filters: Filters) -> dict[str, Any]:
     rejected_totals = reads.rejected_totals(state)
     return {
         "open_alerts": ranked["items"],
+        "flapping_keys": flapping_reads.flapping_keys(state, [a["key"] for a in ranked["items"]]),
         "open_count": open_count,
         "severity_counts": _severity_counts(ranked["bySeverity"]),
         "alerts_page": page,
@@ -265,6 +270,8 @@ def render_index(state: AppState, filters: Filters, *, csrf: str = "") -> str:
         live_query=filters.query(),
         poll_seconds=POLL_SECONDS,
         status=status_panel(state),
+        charts=chart_views(state),
+        noisiest=flapping_reads.noisiest(state),
         **_live_context(state, filters),
     )
 
@@ -321,9 +328,15 @@ def form_allowed(
 
 
 def render_dead_letters(
-    state: AppState, *, session: str, before: int | None = None, retried: int | None = None
+    state: AppState,
+    *,
+    session: str,
+    before: int | None = None,
+    retried: int | None = None,
+    operator_session: bool = False,
 ) -> str:
-    """The dead letters, newest first, :data:`DEAD_LETTERS_SHOWN` a page."""
+    """The dead letters, newest first, :data:`DEAD_LETTERS_SHOWN` a page; with a retry
+    button each for an operator's session."""
     page = delivery_service.dead_letters(state, limit=DEAD_LETTERS_SHOWN, before_seq=before)
     items = page["items"]
     older = items[-1]["seq"] if page["nextCursor"] else None
@@ -333,29 +346,38 @@ def render_dead_letters(
         older=older,
         first_page=before is None,
         retried=retried,
+        operator_session=operator_session,
         form_token=form_token(session),
         logout_csrf=form_token(session) if session else "",
     )
 
 
-def retry_dead_letter(state: AppState, delivery_uid: str) -> int:
-    """Queue one dead letter again, as ``ninjahook deliveries retry`` does; returns 1,
-    or 0 when no dead letter has that id."""
-    return delivery_service.retry_dead_letters(state.db, NotificationFilter(uid=delivery_uid))
-
-
-def render_alert(state: AppState, key: str, *, csrf: str = "") -> str | None:
-    """One alert's page with its history, or None when there is no such alert."""
-    detail = alerts.alert_detail(state, key)
+def render_alert(
+    state: AppState,
+    key: str,
+    *,
+    csrf: str = "",
+    operator_session: bool = False,
+    notice: str | None = None,
+) -> str | None:
+    """One alert's page with its history, the silences that match it and what operators
+    did to it, or None when there is no such alert. An operator's session also gets the
+    forms that act on it (silence, expire, acknowledge, reset), with ``csrf``."""
+    detail = operator.alert_with_actions(state, key)
     if detail is None:
         return None
     history = detail.pop("history")
     return _env.get_template("alert.html").render(
         alert=detail,
+        flapping=flapping_reads.alert_flapping(state, str(detail["key"])),
         history=history,
         now=time.time(),
         ninjaone=ninjaone_device_base(state.config),
         logout_csrf=csrf,
+        operator_session=operator_session,
+        form_token=csrf,
+        notice=notice,
+        silence_durations=SILENCE_DURATIONS,
     )
 
 
@@ -364,10 +386,10 @@ def render_not_found(what: str, *, csrf: str = "") -> str:
     return _env.get_template("not_found.html").render(what=what, logout_csrf=csrf)
 
 
-def render_forbidden(*, csrf: str = "") -> str:
-    """A 403 page for a form posted from elsewhere or with a stale token (with the
-    logout form when ``csrf`` is given)."""
-    return _env.get_template("forbidden.html").render(logout_csrf=csrf)
+def render_forbidden(*, csrf: str = "", reason: str | None = None) -> str:
+    """A 403 page for a form posted from elsewhere or with a stale token, or for what
+    ``reason`` says (with the logout form when ``csrf`` is given)."""
+    return _env.get_template("forbidden.html").render(logout_csrf=csrf, reason=reason)
 
 
 def static_file(name: str) -> tuple[bytes, str]:
