@@ -65,12 +65,14 @@ def build_state(
     # With NinjaOne credentials the cache keeps itself current: the entities stage notes
     # misses and change events, and a background thread fetches them after the commit.
     needs = CacheNeeds() if refresh_cache and credentials_configured(config) else None
+    suppress = Suppressor()
     state = AppState(
         config=config,
         db=db,
-        pipeline=build_pipeline(db, routes, needs),
+        pipeline=build_pipeline(db, routes, needs, suppress=suppress),
         routes=routes,
         metrics=CounterBuffer(db),
+        suppress=suppress,
     )
     if needs is not None:
         needs.attach(db.engine)
@@ -111,7 +113,13 @@ def with_instance_tokens(config: Config) -> Config:
     return config
 
 
-def build_pipeline(db: Database, routes: RoutesConfig, needs: CacheNeeds | None = None) -> Pipeline:
+def build_pipeline(
+    db: Database,
+    routes: RoutesConfig,
+    needs: CacheNeeds | None = None,
+    *,
+    suppress: Suppressor | None = None,
+) -> Pipeline:
     """The stages that run inside the ingest transaction for each new activity, in order.
 
     1. ``entities``: the entity cache takes the activity's expanded device,
@@ -136,7 +144,9 @@ def build_pipeline(db: Database, routes: RoutesConfig, needs: CacheNeeds | None 
         Stage("alerts", apply_new_activity, prepare=_lock_batch_alerts),
     ]
     if routes.routes:
-        stages.append(Stage("notifications", enqueue_stage(routes, suppress=Suppressor())))
+        stages.append(
+            Stage("notifications", enqueue_stage(routes, suppress=suppress or Suppressor()))
+        )
     return Pipeline(stages)
 
 

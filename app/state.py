@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from app.ingest.group_commit import GroupCommitter
     from app.ingest.pipeline import Pipeline
     from app.metrics.service import CounterBuffer
+    from app.notifications.outbox import Suppress
     from app.notifications.routes import RoutesConfig
 
 
@@ -41,6 +42,9 @@ class AppState:
     routes: RoutesConfig
     # Counters buffered in memory and flushed to the database.
     metrics: CounterBuffer
+    # What holds a notification back (silences, maintenance): at ingest and for the
+    # delivery worker's reminders alike. None: nothing does.
+    suppress: Suppress | None = None
     drift: DriftLog = field(default_factory=DriftLog)
     # This process's group committer: made by the first delivery, in the serving process
     # (a forked worker must not inherit its parent's thread), under ``committer_lock``.

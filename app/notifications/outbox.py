@@ -642,6 +642,7 @@ class Worker:
         self.failed = 0
         self.skipped = 0
         self.reminding = [r.name for r in self.routes.routes if r.repeat is not None]
+        self.suppress = state.suppress
         self.group_waits = {r.name: r.group_wait for r in self.routes.routes if r.group_by}
         self._next_reminder_scan = 0.0
 
@@ -719,6 +720,9 @@ class Worker:
                 )
                 if number is None:
                     continue
+                # A silence or maintenance window that began after the notification
+                # quiets its reminders too (recorded as suppressed, the schedule goes on).
+                held = self._held_back(conn, notice.opened_activity_id, route, now)
                 for sent in store.delivered_notifications(
                     conn, notice.opened_activity_id, notice.route
                 ):
@@ -734,9 +738,21 @@ class Worker:
                         alert_key=notice.alert_key,
                         refers_to=sent.uid,
                         now=stamped,
+                        suppressed_reason=held.reason if held else None,
+                        silence_id=held.silence_id if held else None,
                     )
-                    made += uid is not None
+                    made += uid is not None and held is None
         return made
+
+    def _held_back(
+        self, conn: Connection, activity_id: int, route: Route, now: float
+    ) -> Suppression | None:
+        if self.suppress is None:
+            return None
+        raw = activity_store.get_activity_raw(conn, activity_id)
+        if raw is None:
+            return None
+        return self.suppress(conn, describe(conn, json.loads(raw)), route, now)
 
     def stop(self) -> None:
         """Finish the deliveries in flight, then return from :meth:`run`."""
