@@ -31,6 +31,20 @@ _UNAVAILABLE_SQLITE = (
 )
 
 
+# PostgreSQL rolled the transaction back to break a deadlock (40P01) or a serialization
+# conflict (40001): nothing was written, and running it again normally succeeds.
+_RETRYABLE_SQLSTATES = ("40P01", "40001")
+
+
+def transaction_conflict(exc: BaseException) -> bool:
+    """Whether ``exc`` is a deadlock or serialization failure that a retry of the whole
+    transaction resolves (concurrent deliveries of one id can lock an alert and the
+    activity in opposite orders)."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
 def database_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` means the database cannot serve now (so a retry may succeed),
     rather than that it refused what one statement carried."""

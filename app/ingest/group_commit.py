@@ -67,7 +67,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from app import tracing
-from app.ingest.errors import database_unavailable
+from app.ingest.errors import database_unavailable, transaction_conflict
 from app.ingest.service import (
     IngestResult,
     ingest_activity,
@@ -86,6 +86,9 @@ log = logging.getLogger(__name__)
 # Enough to amortize a commit many times over, small enough that one batch holds
 # the SQLite write lock for only milliseconds.
 DEFAULT_MAX_BATCH = 128
+
+# Times a batch is run again after PostgreSQL broke a deadlock by rolling it back.
+MAX_CONFLICT_RETRIES = 3
 
 # How long the writer thread keeps its PostgreSQL connection between batches.
 HOLD_SECONDS = 1.0
@@ -346,6 +349,7 @@ class GroupCommitter:
         now = time.time()
         # PostgreSQL: ids that occur twice in the batch are inserted the usual way.
         check = _repeated_ids(batch) if self._pipelined else frozenset()
+        conflicts = 0
         try:
             while True:
                 try:
@@ -355,6 +359,14 @@ class GroupCommitter:
                     # A redelivery was taken for new: the transaction was rolled back;
                     # run the batch again, waiting for the answer on those ids.
                     check = check | exc.ids
+                except sa.exc.DBAPIError as exc:
+                    # A deadlock with another batch storing the same id (alert locks
+                    # taken for a whole batch, an id's own alert after its insert):
+                    # PostgreSQL rolled this one back, so running it again is safe.
+                    if not transaction_conflict(exc) or conflicts >= MAX_CONFLICT_RETRIES:
+                        raise
+                    conflicts += 1
+                    log.info("group commit: %s; running the batch again", exc.orig)
         except Exception as exc:
             if database_unavailable(exc):
                 # The database itself failed: the same for every delivery of the batch.
