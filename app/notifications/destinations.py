@@ -20,6 +20,7 @@ import smtplib
 import ssl
 import time
 import unicodedata
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -198,16 +199,57 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
-def _redact(text: str, destination: Destination) -> str:
-    """``text`` with the destination's URL and secrets removed (they may be credentials)."""
-    for secret in (
-        destination.target_url(),
-        destination.signing_secret.value if destination.signing_secret else None,
-        destination.smtp_password.value if destination.smtp_password else None,
-    ):
+def redact_secrets(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with each of ``secrets`` removed, cut to what an error column keeps."""
+    for secret in secrets:
         if secret:
             text = text.replace(secret, "<redacted>")
     return text[:500]
+
+
+def _redact(text: str, destination: Destination) -> str:
+    """``text`` with the destination's URL and secrets removed (they may be credentials)."""
+    return redact_secrets(
+        text,
+        (
+            destination.target_url(),
+            destination.signing_secret.value if destination.signing_secret else None,
+            destination.smtp_password.value if destination.smtp_password else None,
+        ),
+    )
+
+
+def post_for_outcome(
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    timeout: float,
+    client: httpx.Client | None,
+    redact: Callable[[str], str],
+) -> Outcome:
+    """POST ``body``; a 2xx is delivered, 429/408/409/425 and 5xx are retried (after
+    Retry-After when given), any other 4xx is permanent (the request itself is wrong).
+    Error texts pass through ``redact``."""
+    owned = client is None
+    http = client or httpx.Client(follow_redirects=False)
+    try:
+        response = http.post(url, content=body, headers=dict(headers), timeout=timeout)
+    except httpx.HTTPError as exc:
+        return Outcome(ok=False, error=redact(f"{exc.__class__.__name__}: {exc}"))
+    finally:
+        if owned:
+            http.close()
+    code = response.status_code
+    if 200 <= code < 300:
+        return Outcome(ok=True, status_code=code)
+    retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
+    snippet = response.text[:200].strip()
+    error = redact(f"HTTP {code}" + (f": {snippet}" if snippet else ""))
+    permanent = 300 <= code < 500 and code not in RETRYABLE_STATUS
+    return Outcome(
+        ok=False, permanent=permanent, status_code=code, retry_after=retry_after, error=error
+    )
 
 
 def send(
@@ -290,26 +332,13 @@ def _post(
         )
     url = destination.target_url()
     assert url is not None  # validated when the routes file was loaded
-    owned = client is None
-    http = client or httpx.Client(follow_redirects=False)
-    try:
-        response = http.post(
-            url, content=body, headers=headers, timeout=destination.timeout or timeout
-        )
-    except httpx.HTTPError as exc:
-        return Outcome(ok=False, error=_redact(f"{exc.__class__.__name__}: {exc}", destination))
-    finally:
-        if owned:
-            http.close()
-    code = response.status_code
-    if 200 <= code < 300:
-        return Outcome(ok=True, status_code=code)
-    retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
-    snippet = response.text[:200].strip()
-    error = _redact(f"HTTP {code}" + (f": {snippet}" if snippet else ""), destination)
-    permanent = 300 <= code < 500 and code not in RETRYABLE_STATUS
-    return Outcome(
-        ok=False, permanent=permanent, status_code=code, retry_after=retry_after, error=error
+    return post_for_outcome(
+        url,
+        body,
+        headers,
+        timeout=destination.timeout or timeout,
+        client=client,
+        redact=lambda text: _redact(text, destination),
     )
 
 

@@ -3,7 +3,6 @@ names a vendor shows, and the mapping of an HTTP answer to an Outcome."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -11,10 +10,10 @@ import httpx
 
 from app.alerts.service import ACKNOWLEDGED, RESET_CODES
 from app.notifications.destinations import (
-    RETRYABLE_STATUS,
     USER_AGENT,
     Outcome,
-    parse_retry_after,
+    post_for_outcome,
+    redact_secrets,
 )
 from app.notifications.vendor_config import VendorOptions
 from app.timeparse import is_time, iso
@@ -86,13 +85,6 @@ def activity_iso(activity: dict[str, Any]) -> str | None:
     return iso(when) if when is not None else None
 
 
-def redact(text: str, secrets: Iterable[str | None]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "<redacted>")
-    return text[:500]
-
-
 def post(
     url: str,
     body: bytes,
@@ -102,29 +94,16 @@ def post(
     client: httpx.Client | None,
     secrets: Iterable[str | None],
 ) -> Outcome:
-    """POST ``body``; a 2xx is delivered, 429/408/409/425 and 5xx are retried (after
-    Retry-After when given), any other 4xx is permanent (the request itself is wrong)."""
-    owned = client is None
-    http = client or httpx.Client(follow_redirects=False)
+    """:func:`app.notifications.destinations.post_for_outcome` with this project's
+    User-Agent and ``secrets`` kept out of error texts."""
     hidden = list(secrets)
-    try:
-        response = http.post(
-            url, content=body, headers={"User-Agent": USER_AGENT, **headers}, timeout=timeout
-        )
-    except httpx.HTTPError as exc:
-        return Outcome(ok=False, error=redact(f"{exc.__class__.__name__}: {exc}", hidden))
-    finally:
-        if owned:
-            http.close()
-    code = response.status_code
-    if 200 <= code < 300:
-        return Outcome(ok=True, status_code=code)
-    retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())
-    snippet = response.text[:200].strip()
-    error = redact(f"HTTP {code}" + (f": {snippet}" if snippet else ""), hidden)
-    permanent = 300 <= code < 500 and code not in RETRYABLE_STATUS
-    return Outcome(
-        ok=False, permanent=permanent, status_code=code, retry_after=retry_after, error=error
+    return post_for_outcome(
+        url,
+        body,
+        {"User-Agent": USER_AGENT, **headers},
+        timeout=timeout,
+        client=client,
+        redact=lambda text: redact_secrets(text, hidden),
     )
 
 
