@@ -21,6 +21,7 @@ from app.storage.db import Database
 from tests.support import (
     API_TOKEN,
     BACKENDS,
+    FAST_DELIVERY,
     WEBHOOK_TOKEN,
     LiveServer,
     create_pg_database,
@@ -95,6 +96,32 @@ def make_app(settings: dict[str, Any]) -> Iterator[Callable[..., Any]]:
     yield make
     for app in built:
         app.app.extensions["ninjahook"].db.dispose()
+
+
+@pytest.fixture
+def make_state(settings: dict[str, Any], tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Build AppStates (no web layer) from a routes file's text, with fast retries and
+    test settings plus ``overrides``: for driving the ingest pipeline and delivery
+    workers directly."""
+    from app.config import load_config
+    from app.services import build_state
+
+    built: list[Any] = []
+
+    def make(routes: str, **overrides: Any) -> Any:
+        path = tmp_path / f"routes-{len(built)}.yaml"
+        path.write_text(routes)
+        values = {k: v for k, v in settings.items() if k != "validate_responses"}
+        config = load_config(
+            {**values, **FAST_DELIVERY, "routes_file": str(path), **overrides}, environ={}
+        )
+        state = build_state(config, refresh_cache=False)
+        built.append(state)
+        return state
+
+    yield make
+    for state in built:
+        state.db.dispose()
 
 
 @pytest.fixture

@@ -12,19 +12,17 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.config import load_config
 from app.ingest.service import ingest_activity
 from app.notifications import flapping
 from app.notifications.outbox import Worker
 from app.notifications.routes import RoutesError, parse_routes
-from app.services import build_state
 from app.storage import notifications as store
 from tests.support import (
     API_TOKEN,
@@ -32,6 +30,7 @@ from tests.support import (
     DestinationServer,
     body,
     condition_activity,
+    condition_route_yaml,
     free_port,
     settle_deliveries,
 )
@@ -40,43 +39,7 @@ FLAPPING = "{threshold: 3, window: 1h, calm: 2s}"
 
 
 def routes_yaml(url: str, kind: str = "webhook", flap: str = FLAPPING) -> str:
-    if kind == "email":
-        host, port = url.split(":")
-        destination = (
-            f"  d: {{kind: email, host: '{host}', port: {port}, tls: none,"
-            " from: ninjahook@example.com, to: [noc@example.com]}\n"
-        )
-    elif kind == "slack":
-        destination = "  d: {kind: slack, url_env: FLAPPING_SLACK_URL}\n"
-    else:
-        destination = f"  d: {{kind: webhook, url: '{url}'}}\n"
-    return (
-        "destinations:\n"
-        + destination
-        + "routes:\n  - name: pager\n    match: {activityType: [CONDITION]}\n"
-        + "    destinations: [d]\n"
-        + f"    flapping: {flap}\n"
-    )
-
-
-@pytest.fixture
-def make_state(settings: dict[str, Any], tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    built: list[Any] = []
-
-    def make(routes: str, **overrides: Any) -> Any:
-        path = tmp_path / f"routes-{len(built)}.yaml"
-        path.write_text(routes)
-        values = {k: v for k, v in settings.items() if k != "validate_responses"}
-        config = load_config(
-            {**values, **FAST_DELIVERY, "routes_file": str(path), **overrides}, environ={}
-        )
-        state = build_state(config, refresh_cache=False)
-        built.append(state)
-        return state
-
-    yield make
-    for state in built:
-        state.db.dispose()
+    return condition_route_yaml(url, kind, slack_env="FLAPPING_SLACK_URL", flapping=flap)
 
 
 def cycle(state: Any, n: int, device_id: int = 42) -> None:

@@ -11,67 +11,30 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from email import message_from_bytes
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.config import load_config
 from app.ingest.service import ingest_activity
 from app.notifications.outbox import Worker
 from app.notifications.routes import RoutesError, parse_routes
-from app.services import build_state
 from app.storage import notifications as store
 from tests.support import (
-    FAST_DELIVERY,
     DestinationServer,
     body,
     condition_activity,
+    condition_route_yaml,
     free_port,
     settle_deliveries,
 )
 
 
 def routes_yaml(url: str, kind: str = "webhook", group: str = "[organization]") -> str:
-    if kind == "email":
-        host, port = url.split(":")
-        destination = (
-            f"  d: {{kind: email, host: '{host}', port: {port}, tls: none,"
-            " from: ninjahook@example.com, to: [noc@example.com]}\n"
-        )
-    elif kind == "slack":
-        destination = "  d: {kind: slack, url_env: GROUPING_SLACK_URL}\n"
-    else:
-        destination = f"  d: {{kind: webhook, url: '{url}'}}\n"
-    return (
-        "destinations:\n"
-        + destination
-        + "routes:\n  - name: site\n    match: {activityType: [CONDITION]}\n"
-        + "    destinations: [d]\n"
-        + f"    group_by: {group}\n    group_wait: 1s\n"
+    return condition_route_yaml(
+        url, kind, route="site", slack_env="GROUPING_SLACK_URL", group_by=group, group_wait="1s"
     )
-
-
-@pytest.fixture
-def make_state(settings: dict[str, Any], tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    built: list[Any] = []
-
-    def make(routes: str, **overrides: Any) -> Any:
-        path = tmp_path / f"routes-{len(built)}.yaml"
-        path.write_text(routes)
-        values = {k: v for k, v in settings.items() if k != "validate_responses"}
-        config = load_config(
-            {**values, **FAST_DELIVERY, "routes_file": str(path), **overrides}, environ={}
-        )
-        state = build_state(config, refresh_cache=False)
-        built.append(state)
-        return state
-
-    yield make
-    for state in built:
-        state.db.dispose()
 
 
 def series(n: int) -> str:

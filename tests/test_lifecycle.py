@@ -11,24 +11,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from email import message_from_bytes
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from app.config import load_config
 from app.ingest.service import ingest_activity
 from app.notifications.outbox import Worker
 from app.notifications.reads import requeue_notifications, retry_dead_letters
-from app.services import build_state
 from app.storage import notifications as store
 from tests.support import (
-    FAST_DELIVERY,
     DestinationServer,
     body,
     condition_activity,
+    condition_route_yaml,
     free_port,
     run_cli,
     settle_deliveries,
@@ -39,45 +36,7 @@ SERIES = "5b1e0d1c-0000-4000-8000-0000000011fe"
 
 def routes_yaml(url: str, kind: str = "webhook", **options: Any) -> str:
     """One route ``pager`` for conditions, to one destination ``d``."""
-    extra = "".join(f"    {key}: {value}\n" for key, value in options.items())
-    if kind == "email":
-        host, port = url.split(":")
-        destination = (
-            f"  d: {{kind: email, host: '{host}', port: {port}, tls: none,"
-            " from: ninjahook@example.com, to: [noc@example.com]}\n"
-        )
-    elif kind == "slack":
-        destination = "  d: {kind: slack, url_env: LIFECYCLE_SLACK_URL}\n"
-    else:
-        destination = f"  d: {{kind: webhook, url: '{url}'}}\n"
-    return (
-        "destinations:\n"
-        + destination
-        + "routes:\n  - name: pager\n    match: {activityType: [CONDITION]}\n"
-        + "    destinations: [d]\n"
-        + extra
-    )
-
-
-@pytest.fixture
-def make_state(settings: dict[str, Any], tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    """An AppState (no web layer) with a routes file and fast retries."""
-    built: list[Any] = []
-
-    def make(routes: str, **overrides: Any) -> Any:
-        path = tmp_path / f"routes-{len(built)}.yaml"
-        path.write_text(routes)
-        values = {k: v for k, v in settings.items() if k != "validate_responses"}
-        config = load_config(
-            {**values, **FAST_DELIVERY, "routes_file": str(path), **overrides}, environ={}
-        )
-        state = build_state(config, refresh_cache=False)
-        built.append(state)
-        return state
-
-    yield make
-    for state in built:
-        state.db.dispose()
+    return condition_route_yaml(url, kind, slack_env="LIFECYCLE_SLACK_URL", **options)
 
 
 def ingest(state: Any, activity_id: int, status: str, at: float, **extra: Any) -> None:

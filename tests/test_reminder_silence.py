@@ -11,9 +11,7 @@ from typing import Any
 from app.silences.service import add_silence, expire_silence
 from app.storage import notifications as store
 from tests.support import DestinationServer, settle_deliveries
-from tests.test_wait_repeat import HOUR, events, ingest, make_state, outbox, remind, routes_yaml
-
-__all__ = ["make_state"]  # the fixture, used by name
+from tests.test_wait_repeat import HOUR, events, ingest, outbox, remind, routes_yaml
 
 
 def test_a_silenced_alert_gets_no_reminders_until_the_silence_ends(

@@ -26,7 +26,12 @@ from tests.support.databases import (
     recorded_statements,
     scratch_database,
 )
-from tests.support.notifications import FAST_DELIVERY, one_route_file, settle_deliveries
+from tests.support.notifications import (
+    FAST_DELIVERY,
+    condition_route_yaml,
+    one_route_file,
+    settle_deliveries,
+)
 from tests.support.paths import REFERENCE_DIR, ROOT, load_reference
 from tests.support.payloads import body, condition_activity, minimal_activity, seed_entities
 from tests.support.receiver import (
@@ -63,6 +68,7 @@ __all__ = [
     "LiveServer",
     "body",
     "condition_activity",
+    "condition_route_yaml",
     "create_pg_database",
     "deliver",
     "drop_pg_database",

@@ -28,6 +28,38 @@ def one_route_file(directory: Path, url: str) -> Path:
     return path
 
 
+def condition_route_yaml(
+    url: str,
+    kind: str = "webhook",
+    *,
+    route: str = "pager",
+    slack_env: str = "TEST_SLACK_URL",
+    **options: Any,
+) -> str:
+    """A routes file with one route ``route`` for CONDITION activities to one destination
+    ``d``: a webhook at ``url``, a Slack-shaped webhook whose URL is in ``slack_env``, or
+    an e-mail to an SMTP server at ``url`` ("host:port"); ``options`` are the route's
+    further keys, written as given (``wait="1s"``)."""
+    if kind == "email":
+        host, port = url.split(":")
+        destination = (
+            f"  d: {{kind: email, host: '{host}', port: {port}, tls: none,"
+            " from: ninjahook@example.com, to: [noc@example.com]}\n"
+        )
+    elif kind == "slack":
+        destination = f"  d: {{kind: slack, url_env: {slack_env}}}\n"
+    else:
+        destination = f"  d: {{kind: webhook, url: '{url}'}}\n"
+    extra = "".join(f"    {key}: {value}\n" for key, value in options.items())
+    return (
+        "destinations:\n"
+        + destination
+        + f"routes:\n  - name: {route}\n    match: {{activityType: [CONDITION]}}\n"
+        + "    destinations: [d]\n"
+        + extra
+    )
+
+
 def settle_deliveries(state: Any, timeout: float = 30) -> None:
     """Run a delivery worker until nothing is pending or in flight (retries included)."""
     from app.notifications.outbox import Worker
