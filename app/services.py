@@ -8,14 +8,8 @@ start from :func:`build_state`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
-from types import SimpleNamespace
-from typing import Any
 
-from sqlalchemy.engine import Connection
-
-from app.alerts.service import apply_new_activity, key_of_event
+from app.alerts.service import apply_new_activity, lock_batch_alerts
 from app.background import PeriodicTask
 from app.config import Config, check_instance_folder, check_token_roles
 from app.entities.service import CacheNeeds, WrittenEntities, cache_updater
@@ -35,7 +29,6 @@ from app.notifications.routes import RoutesConfig
 from app.retention.service import DAY, prune_task
 from app.silences.service import Suppressor
 from app.state import AppState
-from app.storage.alerts import locked_alerts
 from app.storage.db import Database, normalize_url
 from app.tokens import instance_token, load_or_create_token
 
@@ -141,22 +134,13 @@ def build_pipeline(
     written.attach(db.engine)
     stages = [
         Stage("entities", cache_updater(written, needs)),
-        Stage("alerts", apply_new_activity, prepare=_lock_batch_alerts),
+        Stage("alerts", apply_new_activity, prepare=lock_batch_alerts),
     ]
     if routes.routes:
         stages.append(
             Stage("notifications", enqueue_stage(routes, suppress=suppress or Suppressor()))
         )
     return Pipeline(stages)
-
-
-def _lock_batch_alerts(
-    conn: Connection, rows: Sequence[Mapping[str, Any]]
-) -> AbstractContextManager[None]:
-    """The alerts stage for a batch: lock every alert its activities move in one
-    statement (on PostgreSQL, one round trip for the batch rather than one each)."""
-    keys = (key_of_event(SimpleNamespace(**row)) for row in rows)
-    return locked_alerts(conn, [key for key in keys if key is not None])
 
 
 def periodic_tasks(state: AppState) -> list[PeriodicTask]:
